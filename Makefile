@@ -1,0 +1,40 @@
+# modelpilot developer entry points. `make dev` and `make test` are the quick start.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export GOTOOLCHAIN := local
+
+.PHONY: help venv cluster-bins cluster crds test test-unit dev lint bench clean
+
+help:
+	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
+	@echo "make test   - the whole test suite (unit + integration on a real control plane, MLflow, Prometheus)"
+	@echo "make cluster - start the local control plane in the foreground and print its kubeconfig"
+	@echo "make crds   - regenerate crds/ from the pydantic API models"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+cluster-bins:
+	tests/cluster/build.sh
+
+cluster: venv cluster-bins
+	$(PY) -m tests.cluster.launcher
+
+crds: venv
+	$(PY) -m modelpilot.api.crd > crds/modelpilot.io_modeldeployments.yaml
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test: venv cluster-bins
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,182 @@
+"""The ModelDeployment spec: the single source of the CRD schema and of what the operator reads.
+
+Field docstrings become the CRD descriptions that `kubectl explain` prints, and `rules=` become CEL
+validations the API server enforces at `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import DURATION_PATTERN, ApiModel, cel
+
+GROUP = "modelpilot.io"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+Quantity = int | str
+
+
+class ModelRef(ApiModel, rules=[cel("has(self.version) != has(self.alias)", "set exactly one of version or alias")]):
+    """Which registered MLflow model to serve: its name plus exactly one of version or alias."""
+
+    name: str = Field(min_length=1, max_length=256, description="Name of the registered model in the MLflow Model Registry.")
+    version: str | None = Field(
+        None, pattern=r"^[1-9][0-9]*$", description="Registry version number to serve, such as \"7\"."
+    )
+    alias: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Registry alias to follow, such as \"champion\". When the alias moves, the new version is rolled out.",
+    )
+
+
+class MlflowSpec(ApiModel):
+    """Where the MLflow tracking server and Model Registry live, and how to authenticate to it."""
+
+    tracking_uri: str = Field(
+        pattern=r"^https?://", description="Base URL of the MLflow tracking server, such as http://mlflow.mlflow:5000."
+    )
+    credentials_secret: str | None = Field(
+        None,
+        description=(
+            "Name of a Secret in the same namespace holding MLflow credentials (MLFLOW_TRACKING_TOKEN, or "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD) and any artifact-store credentials "
+            "(for example AWS_ACCESS_KEY_ID). It is exposed to the model's pods as environment variables."
+        ),
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources of the model server container, as in a Pod's container resources."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources, such as cpu: 500m.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources, such as memory: 1Gi.")
+
+
+class Autoscaling(
+    ApiModel, rules=[cel("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas")]
+):
+    """Horizontal autoscaling of the stable track; rendered as an autoscaling/v2 HorizontalPodAutoscaler."""
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas the autoscaler may run.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas the autoscaler may run.")
+    target_cpu_utilization: int = Field(
+        80, ge=1, le=100, description="Average CPU utilization, in percent of requests, the autoscaler aims for."
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable set on the model server container."""
+
+    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Variable name.")
+    value: str = Field("", description="Variable value.")
+
+
+class Runtime(ApiModel):
+    """The model server that runs the model; every field falls back to the operator-wide default."""
+
+    image: str | None = Field(None, description="Container image of the model runtime. Defaults to the operator's runtime image.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments appended to the model server command.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables for the model server.")
+    port: int = Field(8080, ge=1024, le=65535, description="Port the model server listens on inside the pod.")
+    requirements_policy: Literal["Warn", "Refuse"] = Field(
+        "Warn",
+        description=(
+            "What to do when the model's recorded requirements differ from the packages the runtime image has: "
+            "Warn logs the mismatch and serves, Refuse stops the pod from starting."
+        ),
+    )
+
+
+class PauseStep(ApiModel):
+    """Hold the current canary weight for a while, or until promoted when no duration is given."""
+
+    duration: str | None = Field(
+        None, pattern=DURATION_PATTERN, description="How long to hold, such as 60s or 5m. Omit to wait for a promote."
+    )
+
+
+class AnalysisStep(ApiModel):
+    """Judge the canary with the rollout's analysis checks before going on."""
+
+    duration: str | None = Field(
+        None, pattern=DURATION_PATTERN, description="How long to keep measuring before judging. Defaults to one interval."
+    )
+
+
+class RolloutStep(
+    ApiModel,
+    rules=[
+        cel(
+            "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
+            "each step sets exactly one of setWeight, pause or analysis",
+        )
+    ],
+):
+    """One step of a canary rollout: exactly one of setWeight, pause or analysis."""
+
+    set_weight: int | None = Field(None, ge=0, le=100, description="Send this percentage of traffic to the canary.")
+    pause: PauseStep | None = Field(None, description="Hold the current weight.")
+    analysis: AnalysisStep | None = Field(None, description="Judge the canary against the analysis checks.")
+
+
+class PrometheusProvider(ApiModel):
+    """A Prometheus server to query for the analysis metrics."""
+
+    address: str = Field(pattern=r"^https?://", description="Base URL of the Prometheus HTTP API.")
+
+
+class Check(
+    ApiModel,
+    rules=[
+        cel(
+            "has(self.max) || has(self.min) || has(self.maxRelativeToStable)",
+            "a check needs at least one of max, min or maxRelativeToStable",
+        )
+    ],
+):
+    """A metric the canary must keep within bounds, absolutely or relative to the stable track."""
+
+    name: str = Field(min_length=1, max_length=63, description="Name of the check, shown in status and Events.")
+    metric: str = Field(
+        min_length=1,
+        description="A built-in metric (errorRate, latencyP50, latencyP99, requestRate, drift) or a PromQL query.",
+    )
+    max: float | None = Field(None, description="The canary fails when the metric is above this value.")
+    min: float | None = Field(None, description="The canary fails when the metric is below this value.")
+    max_relative_to_stable: float | None = Field(
+        None, gt=0, description="The canary fails when the metric exceeds the stable track's value times this factor."
+    )
+
+
+class Analysis(ApiModel):
+    """How canaries are judged: which metrics, from where, how often, how many failures are tolerated."""
+
+    prometheus: PrometheusProvider | None = Field(None, description="Prometheus server the metrics come from.")
+    interval: str = Field("30s", pattern=DURATION_PATTERN, description="How often the checks are measured.")
+    failure_limit: int = Field(0, ge=0, le=100, description="Failed measurements tolerated before rolling back.")
+    checks: list[Check] = Field(default_factory=list, max_length=32, description="The checks the canary must pass.")
+
+
+class Rollout(ApiModel):
+    """How a new model version replaces the serving one. Without steps it replaces it at once."""
+
+    steps: list[RolloutStep] = Field(default_factory=list, max_length=64, description="Canary steps, run in order.")
+    analysis: Analysis = Field(default_factory=Analysis, description="How analysis steps judge the canary.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a ModelDeployment: which MLflow model to serve, how, and how to roll out new versions."""
+
+    model: ModelRef = Field(description="The registered MLflow model to serve.")
+    mlflow: MlflowSpec = Field(description="The MLflow tracking server that holds the model.")
+    replicas: int = Field(1, ge=0, le=1000, description="Replicas of the serving model when autoscaling is not set.")
+    resources: Resources = Field(default_factory=Resources, description="Resources of the model server container.")
+    autoscaling: Autoscaling | None = Field(None, description="Scale replicas on CPU with a HorizontalPodAutoscaler.")
+    runtime: Runtime = Field(default_factory=Runtime, description="The model server runtime.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How new model versions are rolled out.")

@@ -1,0 +1,67 @@
+"""The ModelDeployment status, written only by the operator, following Kubernetes status conventions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import ApiModel
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+ConditionType = Literal["Ready", "ModelResolved", "Progressing", "Degraded"]
+
+
+class Condition(ApiModel):
+    """One aspect of the current state, in the shape of metav1.Condition."""
+
+    type: str = Field(description="Ready, ModelResolved, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word saying why, stable enough for automation.")
+    message: str = Field("", description="What happened, for people.")
+    last_transition_time: str = Field(description="When status last changed, RFC 3339.")
+    observed_generation: int | None = Field(None, description="The spec generation this condition describes.")
+
+
+class ResolvedModel(ApiModel):
+    """A registry reference resolved to one concrete model version."""
+
+    name: str = Field(description="Registered model name.")
+    version: str = Field(description="Registry version number.")
+    alias: str | None = Field(None, description="The alias this version was resolved from, if any.")
+    run_id: str | None = Field(None, description="MLflow run that produced the version.")
+    source: str = Field("", description="Artifact location the registry records for the version.")
+
+
+class TrackStatus(ApiModel):
+    """A set of pods serving one model version."""
+
+    version: str = Field(description="Model version this track serves.")
+    deployment: str = Field(description="Name of the Deployment running this track.")
+    replicas: int = Field(0, description="Pods the Deployment has.")
+    ready_replicas: int = Field(0, description="Pods ready to serve.")
+
+
+class CanaryStatus(TrackStatus):
+    """The track serving a new version while it is judged."""
+
+    weight: int = Field(0, ge=0, le=100, description="Percentage of traffic sent to the canary.")
+    step: int = Field(0, ge=0, description="Index of the rollout step in progress.")
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state of a ModelDeployment."""
+
+    observed_generation: int | None = Field(None, description="The spec generation this status describes.")
+    phase: Phase = Field("Pending", description="Pending, Progressing, Ready, Degraded or Failed.")
+    message: str = Field("", description="A one-line summary of the phase, for people.")
+    model: ResolvedModel | None = Field(None, description="The model version the spec currently resolves to.")
+    stable: TrackStatus | None = Field(None, description="The track serving the last good version.")
+    canary: CanaryStatus | None = Field(None, description="The track serving a new version under judgement.")
+    replicas: int = Field(0, description="Pods of all tracks.")
+    ready_replicas: int = Field(0, description="Pods of all tracks ready to serve.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, ModelResolved, Progressing, Degraded.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

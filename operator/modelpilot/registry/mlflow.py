@@ -1,0 +1,131 @@
+"""Resolves ModelDeployment model references through the MLflow Model Registry REST API.
+
+A plain REST client rather than `MlflowClient`: MLflow's client takes credentials from process-wide
+environment variables, while each ModelDeployment may name its own server and Secret. Calls are
+synchronous with a hard timeout; callers run them off the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from ..api.spec import ModelRef
+from ..api.status import ResolvedModel
+from .errors import (
+    AliasNotFound,
+    CredentialsRefused,
+    ModelNotFound,
+    RegistryError,
+    RegistryUnreachable,
+    VersionNotFound,
+    VersionNotReady,
+)
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """MLflow credentials, as the keys MLflow's own clients read from the environment."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_secret_data(cls, data: dict[str, str]) -> Credentials:
+        return cls(
+            token=data.get("MLFLOW_TRACKING_TOKEN"),
+            username=data.get("MLFLOW_TRACKING_USERNAME"),
+            password=data.get("MLFLOW_TRACKING_PASSWORD"),
+        )
+
+    def auth(self) -> httpx.Auth | None:
+        if self.username is not None:
+            return httpx.BasicAuth(self.username, self.password or "")
+        return None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token and self.username is None else {}
+
+    def __repr__(self) -> str:  # never let a secret reach a log line through repr()
+        return f"Credentials(token={'***' if self.token else None}, username={self.username!r})"
+
+
+class MlflowRegistry:
+    """One tracking server's Model Registry."""
+
+    def __init__(self, tracking_uri: str, credentials: Credentials | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT):
+        credentials = credentials or Credentials()
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self._http = httpx.Client(
+            base_url=f"{self.tracking_uri}/api/2.0/mlflow/",
+            auth=credentials.auth(),
+            headers=credentials.headers(),
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MlflowRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def resolve(self, ref: ModelRef) -> ResolvedModel:
+        """The concrete version a reference names, or a RegistryError saying why there is none."""
+        if ref.alias is not None:
+            found = self._get("registered-models/alias", {"name": ref.name, "alias": ref.alias})
+            if found is None:
+                self._require_model(ref.name)
+                raise AliasNotFound(f"registered model {ref.name!r} has no alias {ref.alias!r}")
+        else:
+            found = self._get("model-versions/get", {"name": ref.name, "version": ref.version})
+            if found is None:
+                self._require_model(ref.name)
+                raise VersionNotFound(f"registered model {ref.name!r} has no version {ref.version}")
+        version = found["model_version"]
+        status = version.get("status", "READY")
+        if status != "READY":
+            raise VersionNotReady(f"model {ref.name!r} version {version['version']} is {status} in the registry")
+        return ResolvedModel(
+            name=ref.name,
+            version=str(version["version"]),
+            alias=ref.alias,
+            run_id=version.get("run_id") or None,
+            source=version.get("source", ""),
+        )
+
+    def _require_model(self, name: str) -> None:
+        if self._get("registered-models/get", {"name": name}) is None:
+            raise ModelNotFound(f"no registered model named {name!r} in {self.tracking_uri}")
+
+    def _get(self, path: str, params: dict[str, str | None]) -> dict | None:
+        """The JSON body, or None when MLflow says the resource does not exist."""
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise RegistryUnreachable(f"cannot reach MLflow at {self.tracking_uri}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise CredentialsRefused(f"MLflow at {self.tracking_uri} refused the credentials (HTTP {response.status_code})")
+        if response.status_code == 404 or _error_code(response) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        if response.status_code >= 500:
+            raise RegistryUnreachable(f"MLflow at {self.tracking_uri} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise RegistryError(f"MLflow at {self.tracking_uri} rejected {path}: HTTP {response.status_code} {response.text[:200]}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RegistryUnreachable(f"{self.tracking_uri} did not answer like an MLflow server: {exc}") from exc
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json().get("error_code")
+    except ValueError:
+        return None
