@@ -1,0 +1,109 @@
+"""Suite-wide fixtures: a real Kubernetes cluster (local, or the one MODELPILOT_KUBECONFIG points at)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.cluster import launcher
+
+
+class ExistingCluster:
+    """A cluster someone else runs, reached through the kubeconfig in MODELPILOT_KUBECONFIG."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = Path(kubeconfig).expanduser().resolve()
+        self.bin = launcher.default_bin_dir()
+        self._dir = Path(tempfile.mkdtemp(prefix="modelpilot-sa-"))
+        self._count = 0
+
+    def kubeconfig_for_service_account(self, namespace: str, name: str, expiration_seconds: int = 3600) -> Path:
+        self._count += 1
+        path = self._dir / f"{namespace}.{name}.{self._count}.kubeconfig"
+        return launcher.mint_service_account_kubeconfig(self.kubeconfig, namespace, name, path, expiration_seconds)
+
+    def stop(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[launcher.LocalCluster | ExistingCluster]:
+    """The cluster under test: ``.kubeconfig`` (admin) and ``kubeconfig_for_service_account(ns, name)``."""
+    existing = os.environ.get("MODELPILOT_KUBECONFIG")
+    if existing:
+        cluster = ExistingCluster(existing)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+        return
+    missing = launcher.missing_binaries(launcher.default_bin_dir())
+    if missing:
+        pytest.fail(
+            f"cluster binaries missing ({', '.join(missing)}): run `make cluster-bins` "
+            "or set MODELPILOT_KUBECONFIG to an existing cluster's kubeconfig"
+        )
+    with launcher.LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube_cluster):
+    """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture
+def namespace(kube_api) -> Iterator[str]:
+    """A fresh namespace for one test (ready for pods: its default ServiceAccount exists), deleted
+    (without waiting for it to finish) afterwards."""
+    from kubernetes import client
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + 30
+    while not core.list_namespaced_service_account(name, field_selector="metadata.name=default").items:
+        if time.monotonic() > deadline:
+            pytest.fail(f"ServiceAccount {name}/default was not created within 30s")
+        time.sleep(0.1)
+    yield name
+    try:
+        core.delete_namespace(name, propagation_policy="Background")
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube_cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kubectl("get", "pods", "-n", ns, check=True)``: the real kubectl against the admin kubeconfig.
+
+    Keyword arguments go to ``subprocess.run`` (defaults: ``capture_output=True, text=True, timeout=60``).
+    """
+    binary = launcher.default_bin_dir() / "kubectl"
+    if not os.access(binary, os.X_OK):
+        found = shutil.which("kubectl") if os.environ.get("MODELPILOT_KUBECONFIG") else None
+        if not found:
+            pytest.fail(f"kubectl not found at {binary}: run `make cluster-bins`")
+        binary = Path(found)
+
+    def run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run([str(binary), f"--kubeconfig={kube_cluster.kubeconfig}", *args], **kwargs)
+
+    return run
