@@ -1,0 +1,13 @@
+"""What runs in a model's pod: artifact fetch (init container), model server, metrics and drift.
+
+Entry points:
+
+- ``python -m modelpilot.serving.fetch``  -- download and verify a registered model version;
+- ``python -m modelpilot.serving.server`` -- serve it with MLflow's scoring protocol, plus probes and
+  Prometheus metrics;
+- :func:`modelpilot.serving.baseline.log_baseline_profile` -- called at training time to record the
+  input profile that drift is measured against.
+"""
+
+MODEL_DIR = "/var/lib/modelpilot/model"
+MANIFEST_FILE = ".modelpilot-manifest.json"

@@ -1,0 +1,315 @@
+"""The model server: MLflow's scoring protocol, truthful probes, Prometheus metrics and input drift.
+
+    python -m modelpilot.serving.server --model-dir /var/lib/modelpilot/model --port 8080 --host 0.0.0.0
+
+``/invocations``, ``/ping`` and ``/version`` are MLflow's own scoring server
+(``mlflow.pyfunc.scoring_server.init``), so request and response formats are exactly those of
+``mlflow models serve``. Around it sits a small ASGI layer that
+
+- answers ``/health`` (liveness) at once and ``/ready`` (readiness) with 503 until the model has loaded,
+  so the port opens immediately while a large model loads in the background;
+- times and counts every ``/invocations`` request (``/metrics``; probes and scrapes are not counted);
+- hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
+  the drift monitor.
+
+One process, one uvicorn worker, like ``mlflow models serve``'s default: scale with replicas, which keeps
+metrics and drift windows per pod without Prometheus multiprocess files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from . import MANIFEST_FILE, MODEL_DIR
+from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
+from .metrics import Identity, ServingMetrics
+
+log = logging.getLogger("modelpilot.serving.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+_SCORING_CONTENT_TYPES = "application/json, text/csv or application/vnd.apache.parquet"
+
+
+class InstrumentedModel:
+    """Looks like the PyFuncModel to MLflow's scoring server; counts errors and observes drift."""
+
+    def __init__(self, model: Any, metrics: ServingMetrics, drift: DriftMonitor | None) -> None:
+        self._model = model
+        self._errors = metrics.prediction_errors
+        self._drift = drift
+        self.metadata = model.metadata
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        try:
+            result = self._model.predict(data, params=params)
+        except Exception:
+            self._errors.inc()
+            raise
+        if self._drift is not None:
+            try:
+                self._drift.observe(data)
+            except Exception:  # drift is advisory: never fail a scored request because of it
+                log.exception("drift: failed to profile a request; continuing")
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class ServingApp:
+    """ASGI application: probes and metrics here, scoring delegated to MLflow's app once loaded."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        metrics: ServingMetrics,
+        *,
+        drift_window: int = 1000,
+        drift_min_rows: int = 50,
+        drift: bool = True,
+        on_fatal: Callable[[], None] | None = None,
+    ) -> None:
+        self.model_dir = model_dir
+        self.metrics = metrics
+        self.drift_window = drift_window
+        self.drift_min_rows = drift_min_rows
+        self.drift_enabled = drift
+        self.on_fatal = on_fatal
+        self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
+        self.load_error: str | None = None
+        self._loader: threading.Thread | None = None
+
+    # -- loading ------------------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        if self._loader is None:
+            self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
+            self._loader.start()
+
+    def _load(self) -> None:
+        from mlflow.pyfunc import scoring_server
+
+        started = time.perf_counter()
+        log.info("loading model from %s", self.model_dir)
+        try:
+            if not os.path.isfile(os.path.join(self.model_dir, "MLmodel")):
+                raise FileNotFoundError(f"no MLmodel file in {self.model_dir}: did the fetch step run?")
+            model = scoring_server.load_model_with_mlflow_config(self.model_dir)
+            drift = self._drift_monitor()
+            scoring = scoring_server.init(InstrumentedModel(model, self.metrics, drift))
+        except Exception as exc:  # report once, clearly, and stop: Kubernetes restarts the pod
+            self.load_error = f"cannot load the model in {self.model_dir}: {type(exc).__name__}: {exc}"
+            log.error("%s", self.load_error)
+            if self.on_fatal is not None:
+                self.on_fatal()
+            return
+        elapsed = time.perf_counter() - started
+        self.metrics.model_loaded(elapsed)
+        self.scoring = scoring
+        log.info("model loaded in %.2fs; ready", elapsed)
+
+    def _drift_monitor(self) -> DriftMonitor | None:
+        if not self.drift_enabled:
+            log.info("drift: disabled by --no-drift")
+            return None
+        path = os.path.join(self.model_dir, BASELINE_FILE)
+        if not os.path.isfile(path):
+            log.warning(
+                "drift: this model version has no baseline profile (%s); no drift metrics will be exported. "
+                "Log one at training time with modelpilot.serving.baseline.log_baseline_profile().",
+                BASELINE_FILE,
+            )
+            return None
+        try:
+            monitor = DriftMonitor(load_baseline_profile(path), window=self.drift_window, min_rows=self.drift_min_rows)
+        except ProfileError as exc:
+            log.warning("drift: %s; no drift metrics will be exported", exc)
+            return None
+        self.metrics.watch_drift(monitor)
+        log.info("drift: monitoring %d features over the last %d rows", len(monitor.names), monitor.window)
+        return monitor
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path == "/invocations":
+                await self._scored(scope, receive, send)
+            elif path == "/health":
+                await _respond(send, 200, b'{"status": "alive"}\n')
+            elif path == "/ready":
+                if self.scoring is not None:
+                    await _respond(send, 200, b'{"status": "ready"}\n')
+                else:
+                    await _respond(send, 503, b'{"status": "loading"}\n')
+            elif path == "/metrics":
+                body = await asyncio.to_thread(generate_latest, self.metrics.registry)
+                await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            elif self.scoring is not None:
+                await self.scoring(scope, receive, send)
+            else:
+                await _not_loaded(send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _scored(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self.metrics
+        started = time.perf_counter()
+        status = 500
+        metrics.in_flight.inc()
+
+        async def send_and_watch(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.scoring is None:
+                await _not_loaded(send_and_watch)
+            elif scope["method"] == "POST" and not _has_content_type(scope):
+                await _respond(
+                    send_and_watch,
+                    415,
+                    _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}"),
+                )
+            else:
+                await self.scoring(scope, receive, send_and_watch)
+        finally:
+            metrics.in_flight.dec()
+            metrics.duration.observe(time.perf_counter() - started)
+            metrics.request_counter(status).inc()
+
+
+def _has_content_type(scope: Scope) -> bool:
+    return any(name == b"content-type" and value.strip() for name, value in scope["headers"])
+
+
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error_code": code, "message": message}).encode() + b"\n"
+
+
+async def _not_loaded(send: Send) -> None:
+    await _respond(send, 503, _error("NOT_READY", "the model is still loading"))
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _manifest_version(model_dir: str) -> str:
+    try:
+        with open(os.path.join(model_dir, MANIFEST_FILE), encoding="utf-8") as handle:
+            return str(json.load(handle).get("version") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m modelpilot.serving.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=MODEL_DIR, help="directory holding the fetched model (MLmodel)")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        help="seconds before a scoring request is answered 504 (MLflow's MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)",
+    )
+    parser.add_argument("--drift-window", type=int, default=1000, help="rows in the drift sliding window")
+    parser.add_argument("--drift-min-rows", type=int, default=50, help="rows needed before drift is exported")
+    parser.add_argument("--no-drift", action="store_true", help="do not compute input drift")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: metrics cover it)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if args.drift_window < 1 or args.drift_min_rows < 1:
+        parser.error("--drift-window and --drift-min-rows must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.timeout is not None:
+        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
+    identity = Identity.from_env(model_version=_manifest_version(args.model_dir))
+    metrics = ServingMetrics(identity)
+    app = ServingApp(
+        args.model_dir,
+        metrics,
+        drift_window=args.drift_window,
+        drift_min_rows=args.drift_min_rows,
+        drift=not args.no_drift,
+    )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        lifespan="on",
+        access_log=args.access_log,
+        log_level=args.log_level,
+    )
+    server = uvicorn.Server(config)
+    app.on_fatal = lambda: setattr(server, "should_exit", True)
+    log.info(
+        "serving %s (deployment=%r version=%r track=%r) on %s:%d",
+        args.model_dir,
+        identity.deployment,
+        identity.model_version,
+        identity.track,
+        args.host,
+        args.port,
+    )
+    server.run()
+    if app.load_error is not None:
+        _termination_message(app.load_error)
+        return 1
+    return 0
+
+
+def _termination_message(message: str) -> None:
+    """Kubernetes shows /dev/termination-log in the pod's status; best effort."""
+    try:
+        with open("/dev/termination-log", "w", encoding="utf-8") as handle:
+            handle.write(message[:4000])
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
