@@ -79,7 +79,8 @@ class MlflowRegistry:
     def resolve(self, ref: ModelRef) -> ResolvedModel:
         """The concrete version a reference names, or a RegistryError saying why there is none."""
         if ref.alias is not None:
-            found = self._get("registered-models/alias", {"name": ref.name, "alias": ref.alias})
+            # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE rather than 404.
+            found = self._get("registered-models/alias", {"name": ref.name, "alias": ref.alias}, "INVALID_PARAMETER_VALUE")
             if found is None:
                 self._require_model(ref.name)
                 raise AliasNotFound(f"registered model {ref.name!r} has no alias {ref.alias!r}")
@@ -104,7 +105,7 @@ class MlflowRegistry:
         if self._get("registered-models/get", {"name": name}) is None:
             raise ModelNotFound(f"no registered model named {name!r} in {self.tracking_uri}")
 
-    def _get(self, path: str, params: dict[str, str | None]) -> dict | None:
+    def _get(self, path: str, params: dict[str, str | None], missing_code: str = "RESOURCE_DOES_NOT_EXIST") -> dict | None:
         """The JSON body, or None when MLflow says the resource does not exist."""
         try:
             response = self._http.get(path, params=params)
@@ -112,7 +113,7 @@ class MlflowRegistry:
             raise RegistryUnreachable(f"cannot reach MLflow at {self.tracking_uri}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (401, 403):
             raise CredentialsRefused(f"MLflow at {self.tracking_uri} refused the credentials (HTTP {response.status_code})")
-        if response.status_code == 404 or _error_code(response) == "RESOURCE_DOES_NOT_EXIST":
+        if response.status_code == 404 or _error_code(response) in ("RESOURCE_DOES_NOT_EXIST", missing_code):
             return None
         if response.status_code >= 500:
             raise RegistryUnreachable(f"MLflow at {self.tracking_uri} answered HTTP {response.status_code}")

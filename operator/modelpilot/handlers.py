@@ -1,0 +1,110 @@
+"""kopf wiring: which events trigger a reconcile, and how its outcome becomes Events and retries.
+
+Handlers are sync on purpose: kopf runs them in its bounded thread pool, so the blocking Kubernetes and
+MLflow clients never stall the event loop. Owned objects are cached in kopf indexes (one watch per kind,
+not one per ModelDeployment), so a reconcile reads nothing it already knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import kopf
+
+from .api import GROUP, PLURAL, VERSION
+from .reconcile import Outcome, Reconciler
+from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+SETTINGS = Settings.from_env()
+RECONCILER = Reconciler(SETTINGS)
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+MD = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.execution.max_workers = SETTINGS.max_workers
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+def _snapshot(body) -> dict:
+    return copy.deepcopy(dict(body))
+
+
+@kopf.index(*MD)
+def modeldeployments(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def deployments(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("v1", "services", labels=OWNED)
+def services(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+def autoscalers(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
+
+
+def _lookup(deployments, services, autoscalers):
+    by_kind = {"Deployment": deployments, "Service": services, "HorizontalPodAutoscaler": autoscalers}
+
+    def live(kind: str, namespace: str, name: str) -> dict | None:
+        for body in by_kind[kind].get((namespace, name), ()):
+            return body
+        return None
+
+    return live
+
+
+def _post(body, outcome: Outcome | None) -> None:
+    for notice in outcome.notices if outcome else ():
+        (kopf.warn if notice.warning else kopf.info)(body, reason=notice.reason, message=notice.message)
+
+
+@kopf.on.resume(*MD)
+@kopf.on.create(*MD)
+@kopf.on.update(*MD, field="spec")
+def on_spec(body, retry, deployments, services, autoscalers, **_):
+    outcome = RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
+    _post(body, outcome)
+    if outcome and outcome.retry is not None and outcome.retry.retryable:
+        # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic timer keeps watching after that.
+        raise kopf.TemporaryError(outcome.retry.message, delay=min(300, 5 * 2 ** min(retry, 6)))
+
+
+@kopf.timer(*MD, interval=SETTINGS.resolve_interval_seconds, initial_delay=SETTINGS.resolve_interval_seconds)
+def on_interval(body, deployments, services, autoscalers, **_):
+    """Re-resolve periodically: a moved alias or a model registered later must be noticed."""
+    _post(body, RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers)))
+
+
+@kopf.on.event(*MD)
+def on_modeldeployment_event(type, uid, **_):
+    if type == "DELETED":
+        RECONCILER.forget(uid)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("v1", "services", labels=OWNED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, **_):
+    """An owned object changed: report its readiness and put back any hand edit of what we manage."""
+    live = _lookup(deployments, services, autoscalers)
+    for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
+        _post(owner, RECONCILER.reconcile(owner, live, resolve=False))

@@ -1,0 +1,103 @@
+"""Get, server-side apply and delete of the kinds a ModelDeployment owns, by apiVersion and kind."""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from kubernetes.client.exceptions import ApiException
+
+from ..api import GROUP
+from .client import REQUEST_TIMEOUT, api_client
+from .diff import holds
+
+FIELD_MANAGER = GROUP
+log = logging.getLogger(__name__)
+
+_PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "Secret": "secrets",
+    "ModelDeployment": "modeldeployments",
+}
+
+
+def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    url = f"{prefix}/namespaces/{namespace}/{_PLURALS[kind]}"
+    return f"{url}/{name}" if name else url
+
+
+def _call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    return api_client().call_api(
+        url,
+        method,
+        query_params=query or [],
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+        response_type="object",
+        _return_http_data_only=True,
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
+    try:
+        return _call("GET", path(api_version, kind, namespace, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def apply(desired: dict, live: dict | None) -> bool:
+    """Server-side apply `desired` unless `live` already holds it. Returns whether a write was sent.
+
+    force=True takes back fields someone else changed by hand: the ModelDeployment is their owner.
+    """
+    if live is not None and holds(live, desired):
+        return False
+    meta = desired["metadata"]
+    url = path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    _call(
+        "PATCH",
+        url,
+        body=desired,
+        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        content_type="application/apply-patch+yaml",
+    )
+    log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
+    return True
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    try:
+        _call("DELETE", path(api_version, kind, namespace, name))
+        return True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def patch_status(api_version: str, kind: str, namespace: str, name: str, status: dict) -> None:
+    """Replace the status with a merge patch on the status subresource."""
+    _call(
+        "PATCH",
+        path(api_version, kind, namespace, name) + "/status",
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
+def secret_data(namespace: str, name: str) -> dict[str, str] | None:
+    """A Secret's decoded data, or None when it does not exist."""
+    body = get("v1", "Secret", namespace, name)
+    if body is None:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}

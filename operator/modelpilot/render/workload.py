@@ -1,0 +1,168 @@
+"""Desired Deployment, Service and HorizontalPodAutoscaler of a ModelDeployment, as plain dicts.
+
+Pure: the same inputs always give the same objects, so the apply layer can tell a no-op from a change.
+Pods meet the Pod Security "restricted" profile.
+"""
+
+from __future__ import annotations
+
+from ..api.spec import ModelDeploymentSpec
+from ..api.status import ResolvedModel
+from .labels import STABLE, common_labels, selector_labels, track_labels, track_name, track_selector
+from .owner import Owner
+
+MODEL_DIR = "/var/lib/modelpilot/model"
+RUN_AS = 10001
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    model: ResolvedModel,
+    runtime_image: str,
+    track: str = STABLE,
+    replicas: int | None = None,
+) -> dict:
+    """The Deployment serving `model` on `track`.
+
+    `replicas` None means the spec's count, or no count at all when an autoscaler owns it.
+    """
+    name = track_name(owner.name, track)
+    labels = track_labels(owner.name, spec.model.name, track, model.version)
+    if replicas is None and spec.autoscaling is None:
+        replicas = spec.replicas
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": owner.metadata(name, labels),
+        "spec": {
+            "selector": {"matchLabels": track_selector(owner.name, track)},
+            "revisionHistoryLimit": 3,
+            # Never drop below the serving capacity while a new version starts.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": _pod_spec(owner, spec, model, runtime_image, track),
+            },
+        },
+    }
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    return body
+
+
+def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str) -> dict:
+    runtime = spec.runtime
+    image = runtime.image or image
+    secret_env = (
+        [{"secretRef": {"name": spec.mlflow.credentials_secret}}] if spec.mlflow.credentials_secret else []
+    )
+    model_mount = {"name": "model", "mountPath": MODEL_DIR}
+    tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
+    fetch = {
+        "name": "fetch-model",
+        "image": image,
+        "command": ["python", "-m", "modelpilot.serving.fetch"],
+        "args": [
+            "--model-uri", f"models:/{model.name}/{model.version}",
+            "--dest", MODEL_DIR,
+            "--requirements-policy", runtime.requirements_policy,
+        ],
+        "env": [{"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri}],
+        "envFrom": secret_env,
+        "volumeMounts": [model_mount, tmp_mount],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+    server = {
+        "name": "model-server",
+        "image": image,
+        "command": ["python", "-m", "modelpilot.serving.server"],
+        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(runtime.port), *runtime.args],
+        "env": [
+            {"name": "MODELPILOT_DEPLOYMENT", "value": owner.name},
+            {"name": "MODELPILOT_MODEL_NAME", "value": model.name},
+            {"name": "MODELPILOT_MODEL_VERSION", "value": model.version},
+            {"name": "MODELPILOT_TRACK", "value": track},
+            {"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri},
+            *({"name": e.name, "value": e.value} for e in runtime.env),
+        ],
+        "envFrom": secret_env,
+        "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
+        "readinessProbe": _probe("/ready", runtime.port, period=5),
+        "livenessProbe": _probe("/health", runtime.port, period=10, failures=6),
+        "startupProbe": _probe("/health", runtime.port, period=5, failures=60),
+        "volumeMounts": [{**model_mount, "readOnly": True}, tmp_mount],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+    resources = spec.resources.to_wire()
+    if resources:
+        server["resources"] = resources
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [fetch],
+        "containers": [server],
+        "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+    }
+
+
+def _probe(path: str, port: int, period: int, failures: int = 3) -> dict:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def service(owner: Owner, spec: ModelDeploymentSpec) -> dict:
+    """The Service in front of every track: clients call this name whatever version serves."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(owner.name, common_labels(owner.name, spec.model.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict | None:
+    """The stable track's HorizontalPodAutoscaler, or None when the spec asks for a fixed count."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": owner.metadata(owner.name, common_labels(owner.name, spec.model.name)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": track_name(owner.name, STABLE)},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,66 @@
+"""Kubernetes-style conditions: set one, keep lastTransitionTime when nothing changed, list transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..api.status import Condition
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> list[Condition]:
+    """A copy of `conditions` with `type_` set; its transition time moves only when its status does."""
+    text = {True: "True", False: "False", None: "Unknown"}[status]
+    previous = next((c for c in conditions if c.type == type_), None)
+    since = previous.last_transition_time if previous is not None and previous.status == text else now
+    updated = Condition(
+        type=type_,
+        status=text,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != type_] + [updated]
+
+
+def get_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something worth a Kubernetes Event: a condition that changed reason or status."""
+
+    warning: bool
+    reason: str
+    message: str
+
+
+# Which transitions are news, and whether they are bad news.
+_NEWSWORTHY = {
+    ("ModelResolved", "True"): False,
+    ("ModelResolved", "False"): True,
+    ("Ready", "True"): False,
+    ("Degraded", "True"): True,
+}
+
+
+def notices(before: list[Condition], after: list[Condition]) -> list[Notice]:
+    """Events for conditions whose status or reason changed between two statuses."""
+    out = []
+    for cond in after:
+        old = get_condition(before, cond.type)
+        if old is not None and (old.status, old.reason) == (cond.status, cond.reason):
+            continue
+        warning = _NEWSWORTHY.get((cond.type, cond.status))
+        if warning is not None:
+            out.append(Notice(warning=warning, reason=cond.reason, message=cond.message))
+    return out

@@ -1,0 +1,145 @@
+"""The reconcile decision, pure: (spec, status, observations) -> (new status, which version to serve).
+
+The shell gathers observations (the registry's answer, the live Deployment), calls `plan`, then applies
+what it returns. Nothing here talks to a server, so every branch is a plain unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..api.status import ModelDeploymentStatus, ResolvedModel, TrackStatus
+from .conditions import set_condition
+
+
+@dataclass(frozen=True)
+class ResolveFailure:
+    """Why the spec's model reference did not resolve this time."""
+
+    reason: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class TrackObservation:
+    """What the API server says about one track's Deployment."""
+
+    name: str
+    version: str | None
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    # The Deployment controller has seen the latest pod template (its observedGeneration caught up).
+    current: bool
+
+    @classmethod
+    def from_deployment(cls, body: dict, version_label: str) -> TrackObservation:
+        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {}) or {}
+        template_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+        return cls(
+            name=meta.get("name", ""),
+            version=template_labels.get(version_label),
+            replicas=spec.get("replicas", 1),
+            ready_replicas=status.get("readyReplicas", 0),
+            updated_replicas=status.get("updatedReplicas", 0),
+            available_replicas=status.get("availableReplicas", 0),
+            current=status.get("observedGeneration", 0) >= meta.get("generation", 0),
+        )
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every replica runs the latest template and is ready, with no old pod left."""
+        return self.current and self.updated_replicas == self.replicas and self.ready_replicas == self.replicas
+
+
+@dataclass(frozen=True)
+class Observations:
+    generation: int
+    now: str
+    resolved: ResolvedModel | None = None
+    failure: ResolveFailure | None = None
+    stable: TrackObservation | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: ModelDeploymentStatus
+    # The version the stable Deployment must run; None leaves whatever serves untouched.
+    serve: ResolvedModel | None
+
+
+def plan(status: ModelDeploymentStatus, seen: Observations) -> Plan:
+    if seen.failure is not None:
+        return _plan_failure(status, seen)
+    assert seen.resolved is not None, "observations carry either a resolved model or a failure"
+    return _plan_resolved(status, seen, seen.resolved)
+
+
+def _base(status: ModelDeploymentStatus, seen: Observations) -> ModelDeploymentStatus:
+    stable = seen.stable
+    new = status.model_copy(deep=True)
+    new.observed_generation = seen.generation
+    if stable is not None and stable.version is not None:
+        new.stable = TrackStatus(
+            version=stable.version,
+            deployment=stable.name,
+            replicas=stable.replicas,
+            ready_replicas=stable.ready_replicas,
+        )
+    new.replicas = stable.replicas if stable else 0
+    new.ready_replicas = stable.ready_replicas if stable else 0
+    return new
+
+
+def _plan_failure(status: ModelDeploymentStatus, seen: Observations) -> Plan:
+    failure, stable = seen.failure, seen.stable
+    new = _base(status, seen)
+    cond = _setter(new, seen)
+    cond("ModelResolved", False, failure.reason, failure.message)
+    serving = stable is not None and stable.version is not None
+    if serving:
+        summary = f"still serving version {stable.version}: {failure.message}"
+        cond("Degraded", True, failure.reason, summary)
+        cond("Progressing", False, failure.reason, summary)
+        ready = stable.ready_replicas > 0
+        cond("Ready", ready, "Serving" if ready else "ReplicasNotReady", summary)
+        new.phase, new.message = "Degraded", summary
+    else:
+        cond("Degraded", False, "NothingServing", "no version serves yet")
+        cond("Progressing", failure.retryable, failure.reason, failure.message)
+        cond("Ready", False, failure.reason, failure.message)
+        new.phase = "Pending" if failure.retryable else "Failed"
+        new.message = failure.message
+    return Plan(status=new, serve=None)
+
+
+def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: ResolvedModel) -> Plan:
+    stable = seen.stable
+    new = _base(status, seen)
+    new.model = model
+    cond = _setter(new, seen)
+    via = f"alias {model.alias!r} -> " if model.alias else ""
+    cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
+    cond("Degraded", False, "Healthy", "")
+    if stable is not None and stable.version == model.version and stable.rolled_out:
+        message = f"serving {model.name} version {model.version} on {stable.ready_replicas} ready replicas"
+        cond("Progressing", False, "RolloutComplete", message)
+        cond("Ready", True, "Serving", message)
+        new.phase, new.message = "Ready", message
+    else:
+        ready = stable.ready_replicas if stable else 0
+        want = stable.replicas if stable else "?"
+        message = f"rolling out {model.name} version {model.version}: {ready}/{want} replicas ready"
+        cond("Progressing", True, "RollingOut", message)
+        cond("Ready", False, "ReplicasNotReady", message)
+        new.phase, new.message = "Progressing", message
+    return Plan(status=new, serve=model)
+
+
+def _setter(status: ModelDeploymentStatus, seen: Observations):
+    def cond(type_: str, value: bool | None, reason: str, message: str) -> None:
+        status.conditions = set_condition(status.conditions, type_, value, reason, message, seen.now, seen.generation)
+
+    return cond
