@@ -56,6 +56,14 @@ def openapi_schema(model: type) -> dict[str, Any]:
     return _structural(schema, schema.get("$defs", {}))
 
 
+# Owned objects are named after the ModelDeployment plus a track suffix such as "-canary" (7 chars):
+# the name must stay a valid Service name (DNS-1035 label, 63 chars) with it.
+_NAME_RULE = {
+    "rule": "self.metadata.name.size() <= 56 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+    "message": "metadata.name must be a DNS label of at most 56 characters: it names the model's Service and Deployments",
+}
+
+
 def _printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
@@ -97,6 +105,7 @@ def crd() -> dict[str, Any]:
                             "description": "A model from the MLflow Model Registry served behind a Service, "
                             "with new versions rolled out as metric-judged canaries.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [_NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -129,9 +129,8 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
         cond("Ready", True, "Serving", message)
         new.phase, new.message = "Ready", message
     else:
-        ready = stable.ready_replicas if stable else 0
-        want = stable.replicas if stable else "?"
-        message = f"rolling out {model.name} version {model.version}: {ready}/{want} replicas ready"
+        progress = f"{stable.ready_replicas}/{stable.replicas} replicas ready" if stable else "creating its Deployment"
+        message = f"rolling out {model.name} version {model.version}: {progress}"
         cond("Progressing", True, "RollingOut", message)
         cond("Ready", False, "ReplicasNotReady", message)
         new.phase, new.message = "Progressing", message

@@ -1,0 +1,91 @@
+"""The pure reconcile decision: phases, conditions and what to serve, for each observation."""
+
+from __future__ import annotations
+
+from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
+from modelpilot.rollout.conditions import get_condition, notices
+from modelpilot.rollout.plan import Observations, ResolveFailure, TrackObservation, plan
+
+V1 = ResolvedModel(name="m", version="1", source="s")
+V2 = ResolvedModel(name="m", version="2", source="s", alias="champion")
+
+
+def track(version="1", replicas=2, ready=2, updated=2, current=True) -> TrackObservation:
+    return TrackObservation("m", version, replicas, ready, updated, ready, current)
+
+
+def seen(now="2026-01-01T00:00:00Z", generation=1, **kw) -> Observations:
+    return Observations(generation=generation, now=now, **kw)
+
+
+def cond(status, type_):
+    c = get_condition(status.conditions, type_)
+    return (c.status, c.reason)
+
+
+def test_first_resolution_rolls_out_and_reports_progressing():
+    result = plan(ModelDeploymentStatus(), seen(resolved=V1))
+    assert result.serve == V1
+    assert result.status.phase == "Progressing"
+    assert cond(result.status, "ModelResolved") == ("True", "Resolved")
+    assert cond(result.status, "Ready") == ("False", "ReplicasNotReady")
+    assert result.status.observed_generation == 1
+
+
+def test_all_replicas_of_the_resolved_version_ready_means_ready():
+    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track()))
+    assert result.status.phase == "Ready"
+    assert cond(result.status, "Ready") == ("True", "Serving")
+    assert cond(result.status, "Progressing") == ("False", "RolloutComplete")
+    assert (result.status.ready_replicas, result.status.stable.version) == (2, "1")
+
+
+def test_old_version_still_ready_while_new_one_rolls_out_is_progressing():
+    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=track(version="1")))
+    assert result.serve == V2
+    assert result.status.phase == "Progressing"
+    assert "alias 'champion' -> version 2" in get_condition(result.status.conditions, "ModelResolved").message
+
+
+def test_template_not_yet_observed_is_not_ready():
+    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(current=False)))
+    assert result.status.phase == "Progressing"
+
+
+def test_failure_with_nothing_serving_fails_or_waits_depending_on_retryability():
+    fatal = plan(ModelDeploymentStatus(), seen(failure=ResolveFailure("ModelNotFound", "no model", False)))
+    assert (fatal.status.phase, fatal.serve) == ("Failed", None)
+    assert cond(fatal.status, "ModelResolved") == ("False", "ModelNotFound")
+    waiting = plan(ModelDeploymentStatus(), seen(failure=ResolveFailure("RegistryUnreachable", "down", True)))
+    assert waiting.status.phase == "Pending"
+
+
+def test_failure_while_serving_keeps_serving_and_reports_degraded():
+    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
+    bad = plan(good, seen(generation=2, failure=ResolveFailure("VersionNotFound", "no version 9", False), stable=track()))
+    assert bad.serve is None  # nothing already serving is touched
+    assert bad.status.phase == "Degraded"
+    assert bad.status.model == V1  # the last good resolution is kept
+    assert cond(bad.status, "Degraded") == ("True", "VersionNotFound")
+    assert cond(bad.status, "Ready") == ("True", "Serving")
+    assert "still serving version 1" in bad.status.message
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
+    again = plan(first, seen(now="2026-01-02T00:00:00Z", resolved=V1, stable=track())).status
+    assert again == first  # an unchanged world gives an identical status: no write
+    lost = plan(again, seen(now="2026-01-03T00:00:00Z", resolved=V1, stable=track(ready=1))).status
+    ready = get_condition(lost.conditions, "Ready")
+    resolved = get_condition(lost.conditions, "ModelResolved")
+    assert ready.last_transition_time == "2026-01-03T00:00:00Z"
+    assert resolved.last_transition_time == "2026-01-01T00:00:00Z"
+
+
+def test_notices_fire_once_per_change():
+    start = ModelDeploymentStatus()
+    failed = plan(start, seen(failure=ResolveFailure("ModelNotFound", "no model", False))).status
+    (notice,) = [n for n in notices(start.conditions, failed.conditions) if n.reason == "ModelNotFound"]
+    assert notice.warning
+    again = plan(failed, seen(failure=ResolveFailure("ModelNotFound", "no model", False))).status
+    assert notices(failed.conditions, again.conditions) == []
