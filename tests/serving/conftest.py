@@ -1,0 +1,307 @@
+"""Fixtures for the model-pod tests: a real MLflow server, real registered models, fetch and server
+processes.
+
+The MLflow server runs with SQLite, a proxied artifact store (``mlflow-artifacts:``) and basic auth, as a
+production registry would, so refused credentials are tested for real. Models are trained and registered
+by a subprocess, so MLflow's process-wide client settings never leak into the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "serving-test-admin-password"
+START_TIMEOUT_S = 120
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the process group, then SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    root: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the operator puts in the fetch container: tracking URI plus the Secret's keys."""
+        return {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_TRACKING_USERNAME": ADMIN_USER,
+            "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
+        }
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    with tempfile.TemporaryDirectory(prefix="modelpilot-serving-mlflow-") as tmp:
+        root = Path(tmp)
+        port = free_port()
+        (root / "auth.ini").write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{root}/auth.db\n"
+            f"admin_username = {ADMIN_USER}\n"
+            f"admin_password = {ADMIN_PASSWORD}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        env = {
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
+        }
+        cmd = [
+            PYTHON, "-m", "mlflow", "server",
+            "--app-name", "basic-auth",
+            "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1",
+        ]  # fmt: skip
+        log_path = root / "mlflow.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"mlflow server not healthy after {START_TIMEOUT_S}s")
+                time.sleep(0.5)
+            yield MlflowServer(uri=uri, root=root)
+        finally:
+            stop_process(proc)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registered models
+# --------------------------------------------------------------------------------------------------
+
+_TRAIN = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow, numpy as np, pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from modelpilot.serving.baseline import build_baseline_profile, log_baseline_profile, save_baseline_profile
+
+    out_dir, file_store = sys.argv[1], sys.argv[2]
+    X, y = make_classification(n_samples=3000, n_features=5, n_informative=3, random_state=7)
+    X = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    train, holdout = X.iloc[:2000], X.iloc[2000:]
+    model = LogisticRegression(max_iter=500).fit(train, y[:2000])
+    signature = infer_signature(train, model.predict(train))
+    result = {}
+
+    # The main model: proxied artifact store, baseline profile among the model's artifacts.
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=train.iloc[:3],
+                                        registered_model_name="serving-clf")
+        log_baseline_profile(train, model_info=info)
+    result["main"] = {"name": "serving-clf", "version": str(info.registered_model_version)}
+
+    # Same model, requirements this runtime cannot satisfy, no baseline at all.
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=train.iloc[:3],
+                                        extra_pip_requirements=["modelpilot-absent-package==1.0", "httpx<0.1"],
+                                        registered_model_name="serving-mismatch")
+    result["mismatch"] = {"name": "serving-mismatch", "version": str(info.registered_model_version)}
+
+    # Same model in an experiment whose artifacts live in a local file store; baseline logged to the run only.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("file-store", artifact_location=file_store))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=train.iloc[:3],
+                                        registered_model_name="serving-filestore")
+        mlflow.log_artifact(save_baseline_profile(build_baseline_profile(train), out_dir), artifact_path="modelpilot")
+    result["filestore"] = {"name": "serving-filestore", "version": str(info.registered_model_version)}
+
+    holdout.to_json(f"{out_dir}/holdout.json", orient="split")
+    json.dump(model.predict(holdout).tolist(), open(f"{out_dir}/holdout_predictions.json", "w"))
+    json.dump(result, open(f"{out_dir}/models.json", "w"))
+    """
+)
+
+
+@dataclass
+class RegisteredModels:
+    """What the training subprocess registered, and data to score with."""
+
+    main: dict[str, str]
+    mismatch: dict[str, str]
+    filestore: dict[str, str]
+    holdout: object  # pandas DataFrame of rows drawn like the training data
+    holdout_predictions: list[int]
+    file_store: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @staticmethod
+    def uri(model: dict[str, str]) -> str:
+        return f"models:/{model['name']}/{model['version']}"
+
+
+@pytest.fixture(scope="session")
+def registered(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
+    import pandas as pd
+
+    out = tmp_path_factory.mktemp("training")
+    file_store = (out / "file-store").as_uri()
+    env = {**os.environ, **mlflow_server.env}
+    result = subprocess.run(
+        [PYTHON, "-c", _TRAIN, str(out), file_store], env=env, capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"training and registering models failed:\n{result.stderr[-4000:]}")
+    models = json.loads((out / "models.json").read_text())
+    return RegisteredModels(
+        main=models["main"],
+        mismatch=models["mismatch"],
+        filestore=models["filestore"],
+        holdout=pd.read_json(out / "holdout.json", orient="split"),
+        holdout_predictions=json.loads((out / "holdout_predictions.json").read_text()),
+        file_store=file_store,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Fetch and server processes
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Fetched:
+    returncode: int
+    stdout: str
+    stderr: str
+    dest: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.dest / ".modelpilot-manifest.json").read_text())
+
+
+def run_fetch(server: MlflowServer, model_uri: str, dest: Path, policy: str = "Warn", **env_overrides: str) -> Fetched:
+    env = {**os.environ, **server.env, **env_overrides}
+    cmd = [PYTHON, "-m", "modelpilot.serving.fetch", "--model-uri", model_uri, "--dest", str(dest),
+           "--requirements-policy", policy]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return Fetched(result.returncode, result.stdout, result.stderr, dest)
+
+
+@pytest.fixture(scope="session")
+def fetched_main(mlflow_server: MlflowServer, registered: RegisteredModels, tmp_path_factory) -> Fetched:
+    fetched = run_fetch(mlflow_server, registered.uri(registered.main), tmp_path_factory.mktemp("main") / "model")
+    assert fetched.returncode == 0, fetched.stderr
+    return fetched
+
+
+class ServerProcess:
+    """`python -m modelpilot.serving.server` on a free loopback port."""
+
+    def __init__(self, model_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="modelpilot-server-", suffix=".log")[1])
+        cmd = [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
+               "--port", str(self.port), "--host", "127.0.0.1", *args]  # fmt: skip
+        full_env = {
+            **os.environ,
+            "MODELPILOT_DEPLOYMENT": "fraud",
+            "MODELPILOT_MODEL_NAME": "serving-clf",
+            "MODELPILOT_MODEL_VERSION": "1",
+            "MODELPILOT_TRACK": "canary",
+            **(env or {}),
+        }
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def first_ready_answer(self, timeout: float = 60) -> int:
+        """Poll /ready until the port answers; the status code of that first answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log[-3000:]}")
+            try:
+                return self.client.get("/ready", timeout=2).status_code
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise TimeoutError(f"server did not open its port in {timeout}s:\n{self.log[-3000:]}")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log[-3000:]}")
+            try:
+                if self.client.get("/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log[-3000:]}")
+
+    def metrics(self) -> str:
+        response = self.client.get("/metrics")
+        assert response.status_code == 200
+        return response.text
+
+    def stop(self) -> None:
+        self.client.close()
+        stop_process(self.proc)
+        self.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def main_server(fetched_main: Fetched) -> Iterator[ServerProcess]:
+    server = ServerProcess(fetched_main.dest, "--drift-window", "300", "--drift-min-rows", "50")
+    try:
+        server.first_status = server.first_ready_answer()
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,109 @@
+"""The model server, run as a real process on a model fetched from a real MLflow server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import RegisteredModels, ServerProcess
+
+pytestmark = pytest.mark.mlflow
+
+IDS = {"deployment": "fraud", "model_version": "1", "track": "canary"}
+
+
+def samples(server: ServerProcess) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(server.metrics()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(snapshot: dict, name: str, **labels: str) -> float:
+    return snapshot.get((name, tuple(sorted({**IDS, **labels}.items()))), 0.0)
+
+
+def split(frame) -> dict:
+    return {"dataframe_split": frame.to_dict(orient="split")}
+
+
+def test_ready_is_503_until_the_model_has_loaded(main_server: ServerProcess):
+    assert main_server.first_status == 503
+    assert main_server.client.get("/ready").status_code == 200
+    assert main_server.client.get("/health").status_code == 200
+    assert main_server.client.get("/ping").status_code == 200
+
+
+def test_predictions_equal_the_models_own(main_server: ServerProcess, registered: RegisteredModels):
+    rows = registered.holdout.iloc[:200]
+    response = main_server.client.post("/invocations", json=split(rows))
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == registered.holdout_predictions[:200]
+    # The other request formats of MLflow's scoring protocol work too.
+    records = main_server.client.post("/invocations", json={"dataframe_records": rows.iloc[:10].to_dict("records")})
+    assert records.json()["predictions"] == registered.holdout_predictions[:10]
+    csv = main_server.client.post(
+        "/invocations", content=rows.iloc[:10].to_csv(index=False), headers={"Content-Type": "text/csv"}
+    )
+    assert csv.json()["predictions"] == registered.holdout_predictions[:10]
+
+
+def test_metrics_move_with_traffic_and_errors(main_server: ServerProcess, registered: RegisteredModels):
+    before = samples(main_server)
+    for start in range(0, 50, 10):
+        assert main_server.client.post("/invocations", json=split(registered.holdout.iloc[start : start + 10])).is_success
+    bad_json = main_server.client.post(
+        "/invocations", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert bad_json.status_code == 400 and "valid JSON" in bad_json.json()["message"]
+    wrong_columns = main_server.client.post("/invocations", json={"dataframe_split": {"columns": ["x"], "data": [[1]]}})
+    assert wrong_columns.status_code == 400 and "missing inputs" in wrong_columns.json()["message"]
+    no_type = main_server.client.post("/invocations", content=b"1,2", headers={"Content-Type": ""})
+    assert no_type.status_code == 415 and "Content-Type" in no_type.json()["message"]
+    after = samples(main_server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("modelpilot_requests_total", code="200") == 5
+    assert delta("modelpilot_requests_total", code="400") == 2
+    assert delta("modelpilot_requests_total", code="415") == 1
+    assert delta("modelpilot_request_duration_seconds_count") == 8
+    assert delta("modelpilot_request_duration_seconds_sum") > 0
+    assert delta("modelpilot_request_duration_seconds_bucket", le="+Inf") == 8
+    assert delta("modelpilot_prediction_errors_total") == 1  # the schema error; bad JSON never reached predict
+    assert value(after, "modelpilot_requests_in_flight") == 0
+    assert value(after, "modelpilot_model_load_seconds") > 0
+    # Probes and scrapes are not scoring traffic.
+    main_server.client.get("/ready")
+    assert value(samples(main_server), "modelpilot_request_duration_seconds_count") == value(
+        after, "modelpilot_request_duration_seconds_count"
+    )
+
+
+def test_drift_stays_low_on_baseline_like_data_and_rises_on_shifted_data(
+    main_server: ServerProcess, registered: RegisteredModels
+):
+    holdout = registered.holdout
+    # Fill the 300-row window with rows drawn like the training data.
+    for start in range(0, 600, 50):
+        assert main_server.client.post("/invocations", json=split(holdout.iloc[start : start + 50])).is_success
+    calm = samples(main_server)
+    calm_score = value(calm, "modelpilot_drift_score")
+    calm_features = {f"f{i}": value(calm, "modelpilot_feature_drift", feature=f"f{i}") for i in range(5)}
+    assert 0 <= calm_score < 0.1, calm_features
+    assert max(calm_features.values()) < 0.1, calm_features
+
+    shifted = holdout.iloc[600:900].copy()
+    shifted["f0"] = shifted["f0"] + 2 * holdout["f0"].std()
+    shifted["f3"] = shifted["f3"] * 3
+    for start in range(0, 300, 50):
+        assert main_server.client.post("/invocations", json=split(shifted.iloc[start : start + 50])).is_success
+    drifted = samples(main_server)
+    features = {f"f{i}": value(drifted, "modelpilot_feature_drift", feature=f"f{i}") for i in range(5)}
+    assert features["f0"] > 0.25 and features["f3"] > 0.25, features  # 0.25: the usual "significant shift"
+    assert max(features["f1"], features["f2"], features["f4"]) < 0.1, features
+    assert value(drifted, "modelpilot_drift_score") > calm_score + 0.1
+    assert np.isclose(value(drifted, "modelpilot_drift_score"), np.mean(list(features.values())))
