@@ -327,6 +327,8 @@ class LocalCluster:
         self.kubeconfig = self.workdir / "admin.kubeconfig"
         self.server = ""
         self.startup_seconds: float | None = None
+        self.timings: dict[str, float] = {}  # seconds from start until each readiness check passed
+        self._t0 = 0.0
         self._ssl: ssl.SSLContext | None = None
         self._stopped = True
         self._sa_counter = 0
@@ -398,6 +400,8 @@ class LocalCluster:
 
     def _start_once(self, deadline: float) -> None:
         self.components = {}
+        self.timings = {}
+        self._t0 = time.monotonic()
         run = self.workdir / f"run-{time.monotonic_ns()}"  # fresh dirs on each attempt
         logs = self.workdir / "logs"
         for d in (run, logs):
@@ -413,6 +417,7 @@ class LocalCluster:
             ["127.0.0.1", "10.96.0.1"],
         )
         admin = pki.client("admin", "modelpilot-admin", ("system:masters",))
+        front_proxy = pki.client("front-proxy", "front-proxy-client")
         kubeconfigs = {
             "kube-controller-manager": pki.client("kcm", "system:kube-controller-manager"),
             "kube-scheduler": pki.client("scheduler", "system:kube-scheduler"),
@@ -473,6 +478,16 @@ class LocalCluster:
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # The `kubernetes` Service keeps its ClusterIP, but Endpoints may not point at loopback.
+                "--endpoint-reconciler-type=none",
+                # Aggregation layer (extension apiservers authenticate the apiserver by this client cert).
+                f"--requestheader-client-ca-file={pki.ca_cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy.cert}",
+                f"--proxy-client-key-file={front_proxy.key}",
                 "--profiling=false",
             ],
             "kube-controller-manager": [
@@ -484,6 +499,10 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--controllers=*",
                 "--use-service-account-credentials=true",
+                # Starting ~40 controllers, each with its own ServiceAccount token, hits the default
+                # client rate limit (20 qps) and costs seconds; loopback takes more.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
@@ -542,6 +561,12 @@ class LocalCluster:
 
     def _wait(self, name: str, deadline: float, ready: Callable[[], bool], what: str | None = None) -> None:
         what = what or f"{name} ready"
+        try:
+            self._wait_until(name, deadline, ready, what)
+        finally:
+            self.timings[what] = round(time.monotonic() - self._t0, 2)
+
+    def _wait_until(self, name: str, deadline: float, ready: Callable[[], bool], what: str) -> None:
         delay = 0.05
         while True:
             for component in self.components.values():
