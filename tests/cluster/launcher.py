@@ -303,6 +303,20 @@ def _b64(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------------
 # The cluster
 
+_WORKDIR_PREFIX = "modelpilot-cluster-"
+
+
+def _remove_abandoned_workdirs() -> None:
+    """Removes temporary cluster dirs whose owner was killed outright (its processes died with it)."""
+    for d in Path(tempfile.gettempdir()).glob(_WORKDIR_PREFIX + "*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
 
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, on loopback."""
@@ -318,7 +332,10 @@ class LocalCluster:
     ) -> None:
         self.bin = Path(bin_dir) if bin_dir else default_bin_dir()
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="modelpilot-cluster-"))
+        if self._own_workdir:
+            _remove_abandoned_workdirs()
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+        (self.workdir / "owner.pid").write_text(str(os.getpid()))
         self.node_count = nodes
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
@@ -681,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="directory for state and logs (default: a new temporary directory)")
     args = parser.parse_args(argv)
 
+    # Ctrl-C stops the cluster even when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     bin_dir = default_bin_dir() if args.no_build else build_binaries()
     workdir = Path(args.workdir) if args.workdir else None
     if workdir:
