@@ -600,7 +600,7 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 component = self.components[name]
                 raise ClusterStartError(
-                    f"timed out after {self.start_timeout:.0f}s waiting for {what}; "
+                    f"timed out after {self.start_timeout:g}s waiting for {what}; "
                     f"last lines of {component.log_path}:\n{component.tail()}"
                 )
             time.sleep(delay)
