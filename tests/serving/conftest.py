@@ -82,6 +82,8 @@ def mlflow_server() -> Iterator[MlflowServer]:
             **os.environ,
             "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
+            # No background job runners (huey consumers): nothing here uses them, and they cost CPU.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         cmd = [
             PYTHON, "-m", "mlflow", "server",

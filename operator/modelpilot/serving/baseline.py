@@ -41,6 +41,7 @@ DEFAULT_MAX_CATEGORIES = 20
 EPSILON = 1e-4
 
 log = logging.getLogger(__name__)
+_UNKNOWN = object()
 
 
 class ProfileError(ValueError):
@@ -229,10 +230,15 @@ class DriftMonitor:
     Thread-safe: ``observe`` runs on the scoring threads, ``scores`` on the metrics scrape.
     """
 
-    def __init__(self, profile: Mapping[str, Any], *, window: int = 1000, min_rows: int = 50) -> None:
+    def __init__(
+        self, profile: Mapping[str, Any], *, window: int = 1000, min_rows: int = 50, batch_rows: int = 256
+    ) -> None:
         if window < 1:
             raise ValueError("window must be positive")
         self.window = window
+        self.batch_rows = max(1, min(batch_rows, window))
+        self._pending: list[np.ndarray] = []  # float matrices or int bin arrays, oldest first
+        self._pending_rows = 0
         self.min_rows = min(min_rows, window)
         self.positional = bool(profile.get("positional"))
         self.names = [f["name"] for f in profile["features"]]
@@ -257,35 +263,67 @@ class DriftMonitor:
         self._next = 0
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._all_numeric = all(kind == "numeric" for kind in self._kinds)
+        self._padded_edges = np.full((n, max((len(e) for e in self._edges), default=0)), np.inf)
+        for i, edges in enumerate(self._edges):
+            self._padded_edges[i, : len(edges)] = edges
+        self._orders: dict[tuple, Any] = {}  # column order of request tables -> profile order (or False)
 
     @property
     def rows(self) -> int:
-        return self._filled
+        """Rows in the window (after folding in any pending ones)."""
+        with self._lock:
+            self._flush_locked()
+            return self._filled
 
     def observe(self, data: Any) -> None:
-        """Add the rows of one scoring request (DataFrame, 2-D array, or dict of columns) to the window."""
-        bins = self._bin(data)
-        if bins is None or not len(bins):
+        """Add the rows of one scoring request (DataFrame, 2-D array, or dict of columns) to the window.
+
+        Numeric tables are only converted to a float matrix here and queued; binning and the window
+        update run once per ``batch_rows`` queued rows (or at scrape time), as one vectorised pass, so
+        numpy's fixed per-call cost is paid per batch rather than per request.
+        """
+        pending = self._numeric_matrix(data) if self._all_numeric else None
+        if pending is None:
+            pending = self._bin(data)  # general path: bin now, queue the bin indices
+            if pending is None:
+                return
+        if not len(pending):
             return
+        if len(pending) > self.window:
+            pending = pending[-self.window :]
+        with self._lock:
+            self._pending.append(pending)
+            self._pending_rows += len(pending)
+            if self._pending_rows >= self.batch_rows:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        parts = [self._bin_matrix(p) if p.dtype.kind == "f" else p for p in self._pending]
+        self._pending.clear()
+        self._pending_rows = 0
+        bins = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if len(bins) > self.window:
             bins = bins[-self.window :]
         flat = bins + self._offsets
         m = len(flat)
-        with self._lock:
-            slots = (self._next + np.arange(m)) % self.window
-            evicted = max(0, self._filled + m - self.window)
-            if evicted:
-                # Slots still empty come first; the last `evicted` slots hold the oldest rows.
-                old = self._ring[slots[m - evicted :]]
-                self._counts -= np.bincount(old.ravel(), minlength=self._counts.size)
-            self._ring[slots] = flat
-            self._counts += np.bincount(flat.ravel(), minlength=self._counts.size)
-            self._next = (self._next + m) % self.window
-            self._filled = min(self.window, self._filled + m)
+        slots = (self._next + np.arange(m)) % self.window
+        evicted = max(0, self._filled + m - self.window)
+        if evicted:
+            # Slots still empty come first; the last `evicted` slots hold the oldest rows.
+            old = self._ring[slots[m - evicted :]]
+            self._counts -= np.bincount(old.ravel(), minlength=self._counts.size)
+        self._ring[slots] = flat
+        self._counts += np.bincount(flat.ravel(), minlength=self._counts.size)
+        self._next = (self._next + m) % self.window
+        self._filled = min(self.window, self._filled + m)
 
     def scores(self) -> tuple[float, dict[str, float]] | None:
         """(overall, per-feature PSI), or None while the window holds fewer than ``min_rows`` rows."""
         with self._lock:
+            self._flush_locked()
             if self._filled < self.min_rows:
                 return None
             counts = self._counts.reshape(len(self.names), self._width).astype(np.float64)
@@ -296,7 +334,20 @@ class DriftMonitor:
         overall = float(np.mean(list(per_feature.values()))) if per_feature else 0.0
         return overall, per_feature
 
+    def _bin_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Bins of a float matrix in profile column order: the same bins as _bin_numeric (the number of
+        edges strictly below x), for all features at once; padding edges are +inf and never counted."""
+        out = (matrix[:, :, None] > self._padded_edges[None, :, :]).sum(axis=2)
+        missing = np.isnan(matrix)
+        if missing.any():
+            out = np.where(missing, self._missing_bin[None, :], out)
+        return out
+
     def _bin(self, data: Any) -> np.ndarray | None:
+        if self._all_numeric:
+            matrix = self._numeric_matrix(data)
+            if matrix is not None:
+                return self._bin_matrix(matrix)
         columns = self._columns(data)
         if columns is None:
             return None
@@ -314,6 +365,43 @@ class DriftMonitor:
             else:
                 out[:, i] = _bin_categorical(values, self._lookups[i])
         return out
+
+    def _numeric_matrix(self, data: Any) -> np.ndarray | None:
+        """Fast path for the common case, a numeric table holding every profiled column: one conversion
+        of the whole table instead of one pandas column access per feature."""
+        import pandas as pd
+
+        if isinstance(data, np.ndarray):
+            matrix = data
+        elif isinstance(data, pd.DataFrame):
+            key = tuple(data.columns)
+            order = self._orders.get(key, _UNKNOWN)
+            if order is _UNKNOWN:
+                names = [str(c) for c in key]
+                if self.positional and not set(names) & set(self.names):
+                    order = np.arange(len(names)) if len(names) == len(self.names) else False
+                else:
+                    position = {name: i for i, name in enumerate(names)}
+                    order = np.asarray([position[n] for n in self.names]) if all(n in position for n in self.names) else False
+                if order is not False and len(order) == len(names) and (order == np.arange(len(names))).all():
+                    order = None  # already in profile order: no column selection needed
+                if len(self._orders) < 64:
+                    self._orders[key] = order
+            if order is False:
+                return None
+            try:
+                matrix = data.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                return None
+            return matrix if order is None else matrix[:, order]
+        else:
+            return None
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names):
+            return None
+        try:
+            return np.array(matrix, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
 
     def _columns(self, data: Any) -> list[Any] | None:
         """The request's values for each profiled feature, in profile order (None for absent ones)."""

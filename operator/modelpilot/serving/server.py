@@ -91,6 +91,7 @@ class ServingApp:
         self.on_fatal = on_fatal
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.load_error: str | None = None
+        self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
 
     # -- loading ------------------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class ServingApp:
             model = scoring_server.load_model_with_mlflow_config(self.model_dir)
             drift = self._drift_monitor()
             scoring = scoring_server.init(InstrumentedModel(model, self.metrics, drift))
+            self.timeout = _take_over_timeout(scoring)
         except Exception as exc:  # report once, clearly, and stop: Kubernetes restarts the pod
             self.load_error = f"cannot load the model in {self.model_dir}: {type(exc).__name__}: {exc}"
             log.error("%s", self.load_error)
@@ -184,10 +186,13 @@ class ServingApp:
         status = 500
         metrics.in_flight.inc()
 
+        started_response = False
+
         async def send_and_watch(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
             await send(message)
 
         try:
@@ -199,12 +204,39 @@ class ServingApp:
                     415,
                     _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}"),
                 )
-            else:
+            elif self.timeout is None:
                 await self.scoring(scope, receive, send_and_watch)
+            else:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self.scoring(scope, receive, send_and_watch)
+                except TimeoutError:
+                    if started_response is False:
+                        await _respond(send_and_watch, 504, b"Request processing time exceeded limit")
         finally:
             metrics.in_flight.dec()
             metrics.duration.observe(time.perf_counter() - started)
             metrics.request_counter(status).inc()
+
+
+def _take_over_timeout(scoring: Any) -> float | None:
+    """Move the request timeout of MLflow's app into our ASGI layer; the timeout in seconds.
+
+    MLflow enforces MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT with an ``@app.middleware("http")`` function,
+    which Starlette runs through BaseHTTPMiddleware: a task group and memory streams per request. The
+    same rule as an ``asyncio.timeout`` around the call costs nothing, with the same 504 answer. If MLflow
+    changes shape, its own middleware is left in place.
+    """
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
+    kept = [
+        m for m in scoring.user_middleware
+        if getattr(m.kwargs.get("dispatch"), "__name__", None) != "timeout_middleware"
+    ]  # fmt: skip
+    if len(kept) != len(scoring.user_middleware) - 1 or scoring.middleware_stack is not None:
+        return None
+    scoring.user_middleware = kept
+    return float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
 
 
 def _has_content_type(scope: Scope) -> bool:

