@@ -29,6 +29,7 @@ cluster: venv cluster-bins
 
 crds: venv
 	$(PY) -m modelpilot.api.crd > crds/modelpilot.io_modeldeployments.yaml
+	cp crds/modelpilot.io_modeldeployments.yaml helm/modelpilot/crds/
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
 import pytest
 
-from tests.support.mlflow import mlflow_server, register_sklearn_model
+from tests.cluster.launcher import default_bin_dir
+from tests.support.mlflow import free_port, mlflow_server, register_sklearn_model
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +28,79 @@ def registered_model(mlflow):
     register_sklearn_model(mlflow, name, alias="champion", seed=1)
     register_sklearn_model(mlflow, name, seed=2)
     return name
+
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
+OPERATOR_NAMESPACE = "modelpilot-system"
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl):
+    kubectl("apply", "--server-side", "-f", str(CRD_FILE), check=True)
+    kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io", "--timeout=60s", check=True)
+
+
+@pytest.fixture(scope="session")
+def operator(kube_cluster, kubectl, crds, tmp_path_factory):
+    """The operator as a real process, under the ServiceAccount and RBAC rules the Helm chart installs."""
+    rbac = subprocess.run(
+        [str(default_bin_dir() / "helm"), "template", "modelpilot", str(REPO / "helm" / "modelpilot"),
+         "--namespace", OPERATOR_NAMESPACE, "--kube-version", "v1.35.4", "--show-only", "templates/rbac.yaml"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    kubectl("apply", "-f", "-", input=rbac, check=True)
+    kubeconfig = kube_cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "modelpilot")
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "MODELPILOT_RESOLVE_INTERVAL": "3",
+        "MODELPILOT_RUNTIME_IMAGE": "ghcr.io/modelpilot/runtime:test",
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{port}/healthz"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    handle = OperatorProcess(proc, log_path)
+    try:
+        wait_for(lambda: proc.poll() is not None or _healthy(port), "the operator's liveness endpoint", timeout=60)
+        if proc.poll() is not None:
+            pytest.fail(f"operator exited with {proc.returncode}:\n{handle.tail()}")
+        yield handle
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+class OperatorProcess:
+    def __init__(self, proc: subprocess.Popen, log_path: Path):
+        self.proc, self.log_path = proc, log_path
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def restricted_namespace(namespace, kubectl, mlflow):
+    """A test namespace enforcing Pod Security "restricted", holding the MLflow credentials Secret."""
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True)
+    kubectl(
+        "create", "secret", "generic", "mlflow-creds", "-n", namespace,
+        *(f"--from-literal={k}={v}" for k, v in mlflow.credentials_env().items()), check=True,
+    )
+    return namespace

@@ -90,3 +90,18 @@ def test_label_value_is_always_valid():
     assert label_value("My Model/v2 (prod)") == "My-Model-v2--prod"
     assert len(label_value("x" * 100)) == 63
     assert label_value("--a--") == "a"
+
+
+def test_nothing_empty_is_rendered_since_the_server_would_drop_it():
+    def empties(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if v in ({}, []) and k != "emptyDir":
+                    yield f"{path}.{k}"
+                yield from empties(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from empties(v, f"{path}[{i}]")
+
+    for obj in (workload.deployment(OWNER, spec(), MODEL, "img"), workload.service(OWNER, spec())):
+        assert list(empties(obj)) == []

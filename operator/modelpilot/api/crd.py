@@ -39,6 +39,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             raise ValueError(f"cannot express anyOf {variants!r} in a structural schema")
     if node.get("default", 0) is None:
         del node["default"]
+    # JSON Schema 2020 writes exclusive bounds as numbers; OpenAPI v3.0 wants a bound plus a flag.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(flag), (int, float)) and not isinstance(node[flag], bool):
+            node[bound], node[flag] = node[flag], True
     out = {}
     for key, value in node.items():
         if key in _DROPPED_KEYS:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 from kubernetes.client.exceptions import ApiException
 
 from ..api import GROUP
 from .client import REQUEST_TIMEOUT, api_client
-from .diff import holds
+from .diff import difference
 
 FIELD_MANAGER = GROUP
 log = logging.getLogger(__name__)
@@ -30,20 +31,21 @@ def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
 
 
 def _call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
+    """One request through the client's auth and TLS; the JSON answer, or ApiException on an error status."""
+    client = api_client()
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
-    return api_client().call_api(
-        url,
-        method,
-        query_params=query or [],
-        header_params=headers,
-        body=body,
+    method, full_url, headers, body, post = client.param_serialize(
+        method=method, resource_path=url, query_params=query or [], header_params=headers, body=body,
         auth_settings=["BearerToken"],
-        response_type="object",
-        _return_http_data_only=True,
-        _request_timeout=REQUEST_TIMEOUT,
     )
+    response = client.call_api(method, full_url, header_params=headers, body=body, post_params=post,
+                               _request_timeout=REQUEST_TIMEOUT)
+    response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    return json.loads(response.data) if response.data else None
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
@@ -60,7 +62,8 @@ def apply(desired: dict, live: dict | None) -> bool:
 
     force=True takes back fields someone else changed by hand: the ModelDeployment is their owner.
     """
-    if live is not None and holds(live, desired):
+    drift = "(absent)" if live is None else difference(live, desired)
+    if drift is None:
         return False
     meta = desired["metadata"]
     url = path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
@@ -71,7 +74,7 @@ def apply(desired: dict, live: dict | None) -> bool:
         query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         content_type="application/apply-patch+yaml",
     )
-    log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
+    log.info("applied %s %s/%s (differed at %s)", desired["kind"], meta["namespace"], meta["name"], drift)
     return True
 
 

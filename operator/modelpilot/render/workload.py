@@ -61,9 +61,7 @@ def deployment(
 def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str) -> dict:
     runtime = spec.runtime
     image = runtime.image or image
-    secret_env = (
-        [{"secretRef": {"name": spec.mlflow.credentials_secret}}] if spec.mlflow.credentials_secret else []
-    )
+    secret_env = {"envFrom": [{"secretRef": {"name": spec.mlflow.credentials_secret}}]} if spec.mlflow.credentials_secret else {}
     model_mount = {"name": "model", "mountPath": MODEL_DIR}
     tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
     fetch = {
@@ -76,7 +74,7 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
             "--requirements-policy", runtime.requirements_policy,
         ],
         "env": [{"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri}],
-        "envFrom": secret_env,
+        **secret_env,
         "volumeMounts": [model_mount, tmp_mount],
         "securityContext": _RESTRICTED_CONTAINER,
     }
@@ -93,7 +91,7 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
             {"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri},
             *({"name": e.name, "value": e.value} for e in runtime.env),
         ],
-        "envFrom": secret_env,
+        **secret_env,
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": _probe("/ready", runtime.port, period=5),
         "livenessProbe": _probe("/health", runtime.port, period=10, failures=6),
@@ -101,7 +99,8 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "volumeMounts": [{**model_mount, "readOnly": True}, tmp_mount],
         "securityContext": _RESTRICTED_CONTAINER,
     }
-    resources = spec.resources.to_wire()
+    # The API server drops empty maps and lists; rendering them would look like drift forever.
+    resources = {k: v for k, v in spec.resources.to_wire().items() if v}
     if resources:
         server["resources"] = resources
     return {

@@ -1,0 +1,274 @@
+"""`kubectl apply` a ModelDeployment naming a real MLflow model; the operator serves exactly that version.
+
+Real kube-apiserver (pods made Ready by kwok), real `mlflow server`, the operator as a real process under
+the Helm chart's RBAC, in namespaces that enforce Pod Security "restricted".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+
+from tests.support.mlflow import free_port, register_sklearn_model, set_alias
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
+
+
+def manifest(namespace: str, name: str, mlflow_uri: str, model: dict, **spec) -> str:
+    body = {
+        "apiVersion": "modelpilot.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": model, "mlflow": {"trackingUri": mlflow_uri, "credentialsSecret": "mlflow-creds"}, **spec},
+    }
+    return yaml.safe_dump(body)
+
+
+def get(kubectl, *args: str) -> dict | None:
+    result = kubectl("get", *args, "-o", "json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def status(kubectl, namespace: str, name: str) -> dict:
+    return (get(kubectl, "mdep", name, "-n", namespace) or {}).get("status", {})
+
+
+def condition(st: dict, type_: str) -> dict:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_phase(kubectl, operator, namespace, name, phase, timeout=90, **expect) -> dict:
+    def probe():
+        st = status(kubectl, namespace, name)
+        ok = st.get("phase") == phase and all(_dig(st, k) == v for k, v in expect.items())
+        return st if ok else None
+
+    try:
+        return wait_for(probe, f"{namespace}/{name} phase {phase} {expect}", timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nstatus: {status(kubectl, namespace, name)}\noperator log:\n{operator.tail()}")
+
+
+def _dig(st: dict, dotted: str):
+    for part in dotted.split("__"):
+        st = (st or {}).get(part) if isinstance(st, dict) else None
+    return st
+
+
+def events(kubectl, namespace: str, name: str) -> list[dict]:
+    listed = get(kubectl, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}") or {}
+    return listed.get("items", [])
+
+
+def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, registered_model, restricted_namespace):
+    ns = restricted_namespace
+    kubectl("apply", "-f", "-", input=manifest(ns, "fraud", mlflow.uri, {"name": registered_model, "version": "2"}, replicas=2), check=True)
+
+    st = wait_phase(kubectl, operator, ns, "fraud", "Ready", readyReplicas=2)
+    assert st["observedGeneration"] == 1
+    assert st["model"]["version"] == "2" and len(st["model"]["runId"]) == 32
+    assert condition(st, "Ready")["status"] == "True"
+    assert condition(st, "ModelResolved")["reason"] == "Resolved"
+
+    dep = get(kubectl, "deployment", "fraud", "-n", ns, "--show-managed-fields")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["modelpilot.io/model-version"] == "2" and labels["modelpilot.io/track"] == "stable"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert dep["status"]["availableReplicas"] == 2
+    managers = {m["manager"] for m in dep["metadata"]["managedFields"] if m["operation"] == "Apply"}
+    assert managers == {"modelpilot.io"}
+    # The pods were admitted by Pod Security "restricted" and became Ready.
+    pods = get(kubectl, "pods", "-n", ns, "-l", "modelpilot.io/deployment=fraud")["items"]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
+
+    svc = get(kubectl, "service", "fraud", "-n", ns)
+    assert svc["spec"]["clusterIP"] and svc["spec"]["selector"]["modelpilot.io/deployment"] == "fraud"
+
+    table = kubectl("get", "mdep", "-n", ns).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "VERSION", "PHASE", "CANARY", "READY", "AGE"]
+    starts = [header.index(column) for column in header.split()]
+    cells = [row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
+    assert cells[:6] == ["fraud", registered_model, "2", "Ready", "", "2"]  # no canary while none runs
+    explained = kubectl("explain", "modeldeployment.spec.model", check=True).stdout
+    assert "Registry alias to follow" in explained
+
+
+def test_version_change_rolls_out_the_new_version(kubectl, operator, mlflow, registered_model, restricted_namespace):
+    ns = restricted_namespace
+    kubectl("apply", "-f", "-", input=manifest(ns, "m", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
+    wait_phase(kubectl, operator, ns, "m", "Ready", model__version="1")
+
+    kubectl("apply", "-f", "-", input=manifest(ns, "m", mlflow.uri, {"name": registered_model, "version": "2"}), check=True)
+    st = wait_phase(kubectl, operator, ns, "m", "Ready", model__version="2", stable__version="2")
+    assert st["observedGeneration"] == 2
+    dep = get(kubectl, "deployment", "m", "-n", ns)
+    assert dep["spec"]["template"]["metadata"]["labels"]["modelpilot.io/model-version"] == "2"
+
+
+def test_moving_an_alias_in_mlflow_rolls_out_without_a_spec_change(kubectl, operator, mlflow, restricted_namespace):
+    ns = restricted_namespace
+    name = "alias-follow"
+    v1 = register_sklearn_model(mlflow, name, alias="champion", seed=3)
+    v2 = register_sklearn_model(mlflow, name, seed=4)
+    kubectl("apply", "-f", "-", input=manifest(ns, "a", mlflow.uri, {"name": name, "alias": "champion"}), check=True)
+    wait_phase(kubectl, operator, ns, "a", "Ready", model__version=v1)
+
+    set_alias(mlflow, name, "champion", v2)
+    st = wait_phase(kubectl, operator, ns, "a", "Ready", model__version=v2, stable__version=v2)
+    assert st["model"]["alias"] == "champion" and st["observedGeneration"] == 1
+
+
+def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    kubectl("apply", "-f", "-", input=manifest(ns, "d", mlflow.uri, {"name": registered_model, "version": "1"}, replicas=1), check=True)
+    wait_phase(kubectl, operator, ns, "d", "Ready", readyReplicas=1)
+
+    kubectl("scale", "deployment", "d", "-n", ns, "--replicas=3", check=True)
+    kubectl("set", "env", "deployment/d", "-n", ns, "-c", "model-server", "MODELPILOT_MODEL_VERSION=9", check=True)
+
+    def reverted():
+        dep = get(kubectl, "deployment", "d", "-n", ns)
+        env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return dep["spec"]["replicas"] == 1 and env["MODELPILOT_MODEL_VERSION"] == "1"
+
+    wait_for(reverted, "the operator to put back replicas and env", timeout=60)
+    wait_phase(kubectl, operator, ns, "d", "Ready", readyReplicas=1)
+
+    # Several periodic reconciles (every 3s here) of an unchanged object must not write to the API server.
+    before = wait_for(lambda: _settled_write_count(kubectl), "API server writes to settle", timeout=60)
+    time.sleep(12)  # an observation window of four reconcile intervals, not a speed assertion
+    after = _write_count(kubectl)
+    assert after == before, f"no-op reconciles sent {after - before} writes\n{operator.tail()}"
+
+
+_WRITE_VERBS = {"APPLY", "PATCH", "POST", "PUT", "DELETE"}
+
+
+def _write_count(kubectl) -> int:
+    """Writes the API server counted to ModelDeployments (status included) and to the kinds we own.
+
+    Status writes by the Deployment and HPA controllers (subresource "status") are not ours.
+    """
+    total = 0
+    for line in kubectl("get", "--raw", "/metrics", check=True).stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            pair.split("=", 1) for pair in line[line.index("{") + 1 : line.rindex("}")].replace('"', "").split(",")
+        )
+        resource, subresource = labels.get("resource"), labels.get("subresource", "")
+        ours = resource == "modeldeployments" or (
+            resource in {"deployments", "services", "horizontalpodautoscalers"} and subresource == ""
+        )
+        if ours and labels.get("verb") in _WRITE_VERBS:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def _settled_write_count(kubectl) -> int | None:
+    first = _write_count(kubectl)
+    time.sleep(4)
+    return first if _write_count(kubectl) == first else None
+
+
+def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_model, restricted_namespace):
+    ns = restricted_namespace
+    kubectl("apply", "-f", "-", input=manifest(ns, "gone", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
+    wait_phase(kubectl, operator, ns, "gone", "Ready")
+    kubectl("delete", "mdep", "gone", "-n", ns, "--wait=true", check=True)
+    wait_for(
+        lambda: get(kubectl, "deployment", "gone", "-n", ns) is None and get(kubectl, "service", "gone", "-n", ns) is None,
+        "the garbage collector to delete the Deployment and Service",
+    )
+
+
+@pytest.mark.parametrize(
+    "model, secret, reason, phase",
+    [
+        ({"name": "no-such-model", "version": "1"}, "mlflow-creds", "ModelNotFound", "Failed"),
+        ({"name": "fraud-detector", "version": "99"}, "mlflow-creds", "VersionNotFound", "Failed"),
+        ({"name": "fraud-detector", "alias": "nobody"}, "mlflow-creds", "AliasNotFound", "Failed"),
+        ({"name": "fraud-detector", "version": "1"}, "wrong-creds", "CredentialsRefused", "Failed"),
+        ({"name": "fraud-detector", "version": "1"}, "absent-secret", "CredentialsSecretMissing", "Pending"),
+    ],
+)
+def test_bad_references_say_why_in_a_condition_and_an_event(
+    kubectl, operator, mlflow, registered_model, restricted_namespace, model, secret, reason, phase
+):
+    ns = restricted_namespace
+    kubectl("create", "secret", "generic", "wrong-creds", "-n", ns,
+            "--from-literal=MLFLOW_TRACKING_USERNAME=admin", "--from-literal=MLFLOW_TRACKING_PASSWORD=wrong", check=True)
+    body = yaml.safe_load(manifest(ns, "bad", mlflow.uri, model))
+    body["spec"]["mlflow"]["credentialsSecret"] = secret
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
+
+    st = wait_phase(kubectl, operator, ns, "bad", phase)
+    resolved = condition(st, "ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("False", reason)
+    assert st["message"] == resolved["message"] != ""
+    warning = wait_for(
+        lambda: [e for e in events(kubectl, ns, "bad") if e["reason"] == reason and e["type"] == "Warning"],
+        f"a Warning Event with reason {reason}",
+    )
+    assert "wrong" not in json.dumps(st) + json.dumps(warning)  # no secret leaks into status or events
+    assert get(kubectl, "deployment", "bad", "-n", ns) is None
+
+
+def test_unreachable_registry_is_pending_and_retried(kubectl, operator, restricted_namespace):
+    ns = restricted_namespace
+    uri = f"http://127.0.0.1:{free_port()}"
+    kubectl("apply", "-f", "-", input=manifest(ns, "down", uri, {"name": "m", "version": "1"}), check=True)
+    st = wait_phase(kubectl, operator, ns, "down", "Pending")
+    assert condition(st, "ModelResolved")["reason"] == "RegistryUnreachable"
+    assert condition(st, "Progressing")["status"] == "True"
+
+
+def test_bad_spec_change_leaves_the_serving_version_untouched(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    kubectl("apply", "-f", "-", input=manifest(ns, "keep", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
+    wait_phase(kubectl, operator, ns, "keep", "Ready")
+    before = get(kubectl, "deployment", "keep", "-n", ns)
+
+    kubectl("apply", "-f", "-", input=manifest(ns, "keep", mlflow.uri, {"name": registered_model, "version": "42"}), check=True)
+    st = wait_phase(kubectl, operator, ns, "keep", "Degraded", observedGeneration=2)
+    assert condition(st, "Degraded")["reason"] == "VersionNotFound"
+    assert condition(st, "Ready")["status"] == "True"
+    assert "still serving version 1" in st["message"]
+    after = get(kubectl, "deployment", "keep", "-n", ns)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"]["readyReplicas"] == 1
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"model": {"name": "m", "version": "1", "alias": "a"}}, "set exactly one of version or alias"),
+        ({"model": {"name": "m"}}, "set exactly one of version or alias"),
+        ({"replicas": -1}, "spec.replicas"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not exceed maxReplicas"),
+        ({"rollout": {"steps": [{"setWeight": 150}]}}, "spec.rollout.steps[0].setWeight"),
+        ({"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "exactly one of setWeight, pause or analysis"),
+        ({"rollout": {"steps": [{"pause": {"duration": "soon"}}]}}, "spec.rollout.steps[0].pause.duration"),
+        ({"mlflow": {"trackingUri": "mlflow:5000"}}, "spec.mlflow.trackingUri"),
+    ],
+)
+def test_schema_and_cel_reject_bad_specs_at_apply(kubectl, crds, namespace, spec, message):
+    body = yaml.safe_load(manifest(namespace, "rejected", "http://mlflow:5000", {"name": "m", "version": "1"}))
+    body["spec"].update(spec)
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_name_too_long_for_owned_objects_is_rejected(kubectl, crds, namespace):
+    result = kubectl("apply", "-f", "-", input=manifest(namespace, "x" * 57, "http://m:5000", {"name": "m", "version": "1"}))
+    assert result.returncode != 0 and "at most 56 characters" in result.stderr

@@ -1,0 +1,99 @@
+"""The server's own ASGI layer (probes, metrics, timeout), in-process with a stand-in scoring app.
+
+The real MLflow scoring app and a real model are exercised in tests/serving/; here only the routing,
+timing and counting around it are checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelpilot.serving.metrics import Identity, ServingMetrics
+from modelpilot.serving.server import ServingApp
+
+
+async def scoring_app(scope, receive, send):
+    if scope["path"] == "/invocations":
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if body == b"slow":
+            await asyncio.sleep(5)
+        status = 200 if body != b"bad" else 400
+    else:
+        status = 200
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def counter(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture
+def app() -> ServingApp:
+    return ServingApp("/nonexistent", ServingMetrics(Identity("fraud", "7", "canary")))
+
+
+async def call(app: ServingApp, method: str, path: str, **kwargs) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        return await client.request(method, path, **kwargs)
+
+
+def test_probes_before_and_after_load(app):
+    async def scenario():
+        assert (await call(app, "GET", "/health")).status_code == 200
+        assert (await call(app, "GET", "/ready")).status_code == 503
+        loading = await call(app, "POST", "/invocations", content=b"{}", headers={"Content-Type": "application/json"})
+        assert loading.status_code == 503 and "still loading" in loading.json()["message"]
+        app.scoring = scoring_app
+        assert (await call(app, "GET", "/ready")).status_code == 200
+        assert (await call(app, "GET", "/ping")).status_code == 200
+        return await call(app, "GET", "/metrics")
+
+    metrics = asyncio.run(scenario())
+    assert counter(metrics.text, "modelpilot_requests_total", code="503", track="canary", deployment="fraud") == 1
+    assert metrics.headers["content-type"].startswith("text/plain")
+
+
+def test_requests_are_counted_by_code_and_timed(app):
+    app.scoring = scoring_app
+
+    async def scenario():
+        json_type = {"Content-Type": "application/json"}
+        for body in (b"ok", b"ok", b"bad"):
+            await call(app, "POST", "/invocations", content=body, headers=json_type)
+        missing = await call(app, "POST", "/invocations", content=b"ok")
+        assert missing.status_code == 415 and "Content-Type" in missing.json()["message"]
+        return (await call(app, "GET", "/metrics")).text
+
+    text = asyncio.run(scenario())
+    assert counter(text, "modelpilot_requests_total", code="200", model_version="7") == 2
+    assert counter(text, "modelpilot_requests_total", code="400") == 1
+    assert counter(text, "modelpilot_requests_total", code="415") == 1
+    assert counter(text, "modelpilot_request_duration_seconds_count") == 4
+    assert counter(text, "modelpilot_requests_in_flight") == 0
+
+
+def test_slow_requests_get_504_and_are_counted(app):
+    app.scoring = scoring_app
+    app.timeout = 0.05
+
+    async def scenario():
+        slow = await call(app, "POST", "/invocations", content=b"slow", headers={"Content-Type": "application/json"})
+        assert slow.status_code == 504 and b"exceeded" in slow.content
+        return (await call(app, "GET", "/metrics")).text
+
+    text = asyncio.run(scenario())
+    assert counter(text, "modelpilot_requests_total", code="504") == 1

@@ -1,0 +1,87 @@
+"""Pure parts of the fetch step: URI parsing, error classification, redaction, requirements comparison."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from modelpilot.serving.fetch import (
+    CredentialsRefused,
+    DiskFull,
+    FetchError,
+    ModelReference,
+    NotFound,
+    classify_error,
+    redact_uri,
+)
+from modelpilot.serving.requirements import Mismatch, check_requirements
+
+
+def test_model_uri_forms():
+    assert ModelReference.parse("models:/fraud/7") == ModelReference("fraud", "7", None)
+    assert ModelReference.parse("models:/fraud@champion") == ModelReference("fraud", None, "champion")
+    for bad in ("models:/fraud", "models:/fraud/0", "runs:/abc/model", "models:/a/b/c"):
+        with pytest.raises(FetchError, match="--model-uri must be"):
+            ModelReference.parse(bad)
+
+
+def test_uris_lose_their_credentials():
+    assert redact_uri("https://user:s3cret@mlflow.example.com:5000/x") == "https://mlflow.example.com:5000/x"
+    assert redact_uri("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def test_full_disk_is_recognised_anywhere_in_the_cause_chain():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("download failed") from inner
+    except RuntimeError as outer:
+        error = classify_error(outer, "model fraud version 7", "/var/lib/modelpilot/model")
+    assert isinstance(error, DiskFull) and error.exit_code == 5
+    assert "disk full" in str(error) and "/var/lib/modelpilot/model" in str(error)
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ("API request failed with error code 403 != 200", CredentialsRefused),
+        ("An error occurred (AccessDenied) when calling the GetObject operation", CredentialsRefused),
+        ("An error occurred (NoSuchKey) when calling the GetObject operation", NotFound),
+        ("connection reset by peer", FetchError),
+    ],
+)
+def test_store_errors_are_classified(message, kind):
+    error = classify_error(RuntimeError(message), "model m version 1", "/d")
+    assert type(error) is kind
+
+
+def test_error_lines_never_carry_secrets():
+    url = "https://bucket.s3.amazonaws.com/m?X-Amz-Signature=abcdef&X-Amz-Credential=AKIA123 and https://u:pw@host/"
+    text = str(classify_error(RuntimeError(f"403 Forbidden for url {url}"), "m", "/d"))
+    assert "abcdef" not in text and "AKIA123" not in text and "u:pw" not in text
+
+
+def test_requirements_are_compared_with_installed_versions(tmp_path):
+    (tmp_path / "requirements.txt").write_text(
+        "# comment\n"
+        "-r other.txt\n"
+        "mlflow>=2\n"  # satisfied by mlflow or mlflow-skinny
+        "numpy<1\n"
+        "modelpilot-absent-package==1.0\n"
+        "pytest ; python_version < '3'\n"  # marker false: ignored
+        "scikit-learn\n"
+    )
+    (tmp_path / "python_env.yaml").write_text("python: 3.8.10\nbuild_dependencies: [pip]\n")
+    mismatches = check_requirements(str(tmp_path), python_version="3.11.7")
+    packages = {m.package: m for m in mismatches}
+    assert set(packages) == {"python", "numpy", "modelpilot-absent-package"}
+    assert str(packages["python"]) == "python: wanted 3.8.10, found 3.11.7"
+    assert packages["numpy"].wanted == "<1" and packages["numpy"].found.startswith("2.")
+    assert str(packages["modelpilot-absent-package"]) == "modelpilot-absent-package: wanted ==1.0, found not installed"
+    assert Mismatch("x", "==1", None).as_dict() == {"package": "x", "wanted": "==1", "found": None}
+
+
+def test_no_recorded_requirements_means_no_mismatch(tmp_path):
+    assert check_requirements(str(tmp_path)) == []
