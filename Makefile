@@ -27,6 +27,9 @@ cluster-bins:
 cluster: venv cluster-bins
 	$(PY) -m tests.cluster.launcher
 
+dev: venv cluster-bins
+	$(PY) -m tests.cluster.dev
+
 crds: venv
 	$(PY) -m modelpilot.api.crd > crds/modelpilot.io_modeldeployments.yaml
 	cp crds/modelpilot.io_modeldeployments.yaml helm/modelpilot/crds/

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 
 import kopf
 
@@ -33,6 +34,8 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     )
     settings.execution.max_workers = SETTINGS.max_workers
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "modelpilot"
+    settings.posting.reporting_instance = socket.gethostname()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 

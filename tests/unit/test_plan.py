@@ -89,3 +89,9 @@ def test_notices_fire_once_per_change():
     assert notice.warning
     again = plan(failed, seen(failure=ResolveFailure("ModelNotFound", "no model", False))).status
     assert notices(failed.conditions, again.conditions) == []
+
+
+def test_a_newly_resolved_version_is_news():
+    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
+    moved = plan(first, seen(resolved=V2, stable=track())).status
+    assert [n.reason for n in notices(first.conditions, moved.conditions)] == ["Resolved"]

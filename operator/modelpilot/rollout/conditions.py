@@ -53,12 +53,19 @@ _NEWSWORTHY = {
 }
 
 
+def _identity(cond: Condition) -> tuple:
+    # A newly resolved version is news even when the condition stays True/Resolved.
+    if cond.type == "ModelResolved":
+        return cond.status, cond.reason, cond.message
+    return cond.status, cond.reason
+
+
 def notices(before: list[Condition], after: list[Condition]) -> list[Notice]:
     """Events for conditions whose status or reason changed between two statuses."""
     out = []
     for cond in after:
         old = get_condition(before, cond.type)
-        if old is not None and (old.status, old.reason) == (cond.status, cond.reason):
+        if old is not None and _identity(old) == _identity(cond):
             continue
         warning = _NEWSWORTHY.get((cond.type, cond.status))
         if warning is not None:
