@@ -28,7 +28,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# kind -> (apiVersion) of what we own; `Lookup` answers from kopf's in-memory indexes.
+# (kind, namespace, name) -> the live object we own, answered from kopf's in-memory indexes.
 Lookup = Callable[[str, str, str], "dict | None"]
 
 
@@ -36,7 +36,6 @@ Lookup = Callable[[str, str, str], "dict | None"]
 class Outcome:
     status: ModelDeploymentStatus
     notices: list[Notice] = field(default_factory=list)
-    writes: int = 0
     retry: ResolveFailure | None = None
 
 
@@ -91,7 +90,7 @@ def _reconcile(body: dict, old_status: ModelDeploymentStatus, settings: Settings
         # The CRD schema catches almost everything; this guards objects stored before a schema change.
         failure = ResolveFailure("InvalidSpec", _short_validation_error(exc), retryable=False)
         seen = Observations(generation=generation, now=now, failure=failure, stable=stable)
-        return _finish(owner, old_status, plan(old_status, seen), writes=0)
+        return _finish(owner, old_status, plan(old_status, seen))
 
     reuse = not resolve and old_status.model is not None and old_status.observed_generation == generation
     if reuse:
@@ -99,10 +98,9 @@ def _reconcile(body: dict, old_status: ModelDeploymentStatus, settings: Settings
     else:
         seen = Observations(generation=generation, now=now, stable=stable, **_resolve(owner, spec))
     decision = plan(old_status, seen)
-    writes = 0
     if decision.serve is not None:
-        writes = _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
-    return _finish(owner, old_status, decision, writes, retry=seen.failure)
+        _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
+    return _finish(owner, old_status, decision, retry=seen.failure)
 
 
 def _resolve(owner: Owner, spec: ModelDeploymentSpec) -> dict:
@@ -123,8 +121,7 @@ def _resolve(owner: Owner, spec: ModelDeploymentSpec) -> dict:
 
 def _apply_workload(
     owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, settings: Settings, live: Lookup, stable_body
-) -> int:
-    writes = 0
+) -> None:
     desired = [
         (workload.deployment(owner, spec, model, settings.runtime_image, STABLE), stable_body),
         (workload.service(owner, spec), live("Service", owner.namespace, owner.name)),
@@ -134,21 +131,19 @@ def _apply_workload(
     if hpa is not None:
         desired.append((hpa, live_hpa))
     elif live_hpa is not None:
-        writes += objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
+        objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
     for want, have in desired:
-        writes += objects.apply(want, have)
-    return writes
+        objects.apply(want, have)
 
 
-def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, writes: int, retry=None) -> Outcome:
+def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, retry: ResolveFailure | None = None) -> Outcome:
     new = decision.status
     old_wire, new_wire = old.to_wire(), new.to_wire()
     if new_wire != old_wire:
         # A merge patch keeps keys it is not told about: clear the ones that went away.
         patch = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
-        writes += 1
-    return Outcome(status=new, notices=notices(old.conditions, new.conditions), writes=writes, retry=retry)
+    return Outcome(status=new, notices=notices(old.conditions, new.conditions), retry=retry)
 
 
 def _parse_status(raw: dict | None) -> ModelDeploymentStatus:

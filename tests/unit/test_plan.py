@@ -10,8 +10,9 @@ V1 = ResolvedModel(name="m", version="1", source="s")
 V2 = ResolvedModel(name="m", version="2", source="s", alias="champion")
 
 
-def track(version="1", replicas=2, ready=2, updated=2, current=True) -> TrackObservation:
-    return TrackObservation("m", version, replicas, ready, updated, ready, current)
+def track(version="1", replicas=2, ready=2, updated=2, current=True, total=None) -> TrackObservation:
+    total = replicas if total is None else total
+    return TrackObservation("m", version, replicas, ready, updated, ready, total, current)
 
 
 def seen(now="2026-01-01T00:00:00Z", generation=1, **kw) -> Observations:
@@ -45,6 +46,12 @@ def test_old_version_still_ready_while_new_one_rolls_out_is_progressing():
     assert result.serve == V2
     assert result.status.phase == "Progressing"
     assert "alias 'champion' -> version 2" in get_condition(result.status.conditions, "ModelResolved").message
+
+
+def test_an_old_pod_still_counted_as_ready_does_not_finish_the_rollout():
+    # Two new pods exist, one of them ready, plus one old ready pod: ready == replicas, yet not done.
+    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=2, updated=2, total=3)))
+    assert result.status.phase == "Progressing"
 
 
 def test_template_not_yet_observed_is_not_ready():

@@ -31,6 +31,8 @@ class TrackObservation:
     ready_replicas: int
     updated_replicas: int
     available_replicas: int
+    # Pods of any template, old ones included: a rollout is done only when no old pod is left.
+    total_replicas: int
     # The Deployment controller has seen the latest pod template (its observedGeneration caught up).
     current: bool
 
@@ -45,13 +47,19 @@ class TrackObservation:
             ready_replicas=status.get("readyReplicas", 0),
             updated_replicas=status.get("updatedReplicas", 0),
             available_replicas=status.get("availableReplicas", 0),
+            total_replicas=status.get("replicas", 0),
             current=status.get("observedGeneration", 0) >= meta.get("generation", 0),
         )
 
     @property
     def rolled_out(self) -> bool:
         """Every replica runs the latest template and is ready, with no old pod left."""
-        return self.current and self.updated_replicas == self.replicas and self.ready_replicas == self.replicas
+        return (
+            self.current
+            and self.updated_replicas == self.replicas
+            and self.total_replicas == self.replicas
+            and self.ready_replicas == self.replicas
+        )
 
 
 @dataclass(frozen=True)
