@@ -158,6 +158,15 @@ _TRAIN = textwrap.dedent(
         mlflow.log_artifact(save_baseline_profile(build_baseline_profile(train), out_dir), artifact_path="modelpilot")
     result["filestore"] = {"name": "serving-filestore", "version": str(info.registered_model_version)}
 
+    # A version whose MLmodel file the tests remove from the file store, to see verification fail.
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=signature,
+                                        registered_model_name="serving-broken")
+    result["broken"] = {"name": "serving-broken", "version": str(info.registered_model_version),
+                        "artifact_location": mlflow.get_logged_model(info.model_id).artifact_location}
+
+    mlflow.MlflowClient().set_registered_model_alias("serving-clf", "champion", result["main"]["version"])
+
     holdout.to_json(f"{out_dir}/holdout.json", orient="split")
     json.dump(model.predict(holdout).tolist(), open(f"{out_dir}/holdout_predictions.json", "w"))
     json.dump(result, open(f"{out_dir}/models.json", "w"))
@@ -172,6 +181,7 @@ class RegisteredModels:
     main: dict[str, str]
     mismatch: dict[str, str]
     filestore: dict[str, str]
+    broken: dict[str, str]
     holdout: object  # pandas DataFrame of rows drawn like the training data
     holdout_predictions: list[int]
     file_store: str
@@ -199,6 +209,7 @@ def registered(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
         main=models["main"],
         mismatch=models["mismatch"],
         filestore=models["filestore"],
+        broken=models["broken"],
         holdout=pd.read_json(out / "holdout.json", orient="split"),
         holdout_predictions=json.loads((out / "holdout_predictions.json").read_text()),
         file_store=file_store,

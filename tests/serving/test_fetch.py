@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,6 +40,24 @@ def test_fetch_from_a_local_file_store_takes_the_baseline_from_the_run(mlflow_se
     assert fetched.manifest["baseline"] == "run"
     assert (tmp_path / "model" / "modelpilot_baseline.json").is_file()
     assert fetched.manifest["source"].startswith("models:/") or registered.file_store in fetched.manifest["source"]
+
+
+def test_fetch_by_alias(mlflow_server, registered, tmp_path):
+    fetched = run_fetch(mlflow_server, f"models:/{registered.main['name']}@champion", tmp_path / "model")
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.manifest["version"] == registered.main["version"]
+    assert fetched.manifest["alias"] == "champion"
+
+
+def test_a_version_without_mlmodel_fails_verification(mlflow_server, registered, tmp_path):
+    location = registered.broken["artifact_location"]
+    assert location.startswith("file://")
+    mlmodel = Path(urlsplit(location).path) / "MLmodel"
+    mlmodel.unlink(missing_ok=True)
+    fetched = run_fetch(mlflow_server, registered.uri(registered.broken), tmp_path / "model")
+    assert fetched.returncode == 7
+    assert "failed verification: no MLmodel file" in fetched.stderr
+    assert not (tmp_path / "model" / ".modelpilot-manifest.json").exists()
 
 
 def test_missing_version_fails_with_one_clear_line(mlflow_server, registered, tmp_path):
