@@ -42,9 +42,15 @@ def test_fetch_from_a_local_file_store_takes_the_baseline_from_the_run(mlflow_se
     assert fetched.manifest["source"].startswith("models:/") or registered.file_store in fetched.manifest["source"]
 
 
-def test_fetch_by_alias(mlflow_server, registered, tmp_path):
-    fetched = run_fetch(mlflow_server, f"models:/{registered.main['name']}@champion", tmp_path / "model")
+def test_fetch_by_alias_replaces_what_an_earlier_attempt_left(mlflow_server, registered, tmp_path):
+    dest = tmp_path / "model"
+    (dest / "lost+found").mkdir(parents=True)
+    (dest / "stale.pkl").write_text("from an earlier attempt")
+    (dest / ".modelpilot-fetching").mkdir()
+    fetched = run_fetch(mlflow_server, f"models:/{registered.main['name']}@champion", dest)
     assert fetched.returncode == 0, fetched.stderr
+    assert not (dest / "stale.pkl").exists() and (dest / "lost+found").is_dir()
+    assert (dest / "MLmodel").is_file() and not (dest / ".modelpilot-fetching").exists()
     assert fetched.manifest["version"] == registered.main["version"]
     assert fetched.manifest["alias"] == "champion"
 

@@ -320,13 +320,16 @@ def _verify(staging: str, listing: dict[str, int | None]) -> dict[str, int]:
 def _install(staging: str, dest: str) -> None:
     """Replace whatever a previous attempt left in ``dest`` with the staged download."""
     for name in os.listdir(dest):
-        if name == _STAGING:
+        if name in (_STAGING, "lost+found"):  # lost+found: the root of an ext4 volume, not ours
             continue
         path = os.path.join(dest, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except OSError as exc:
+            raise FetchError(f"cannot clear {path} left by an earlier attempt: {exc.strerror}") from exc
     for name in os.listdir(staging):
         os.replace(os.path.join(staging, name), os.path.join(dest, name))
     os.rmdir(staging)
