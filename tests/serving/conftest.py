@@ -165,6 +165,21 @@ _TRAIN = textwrap.dedent(
     result["broken"] = {"name": "serving-broken", "version": str(info.registered_model_version),
                         "artifact_location": mlflow.get_logged_model(info.model_id).artifact_location}
 
+    # A large model (a 24 MiB artifact) to watch download progress on.
+    import os as _os
+    blob = f"{out_dir}/blob.bin"
+    with open(blob, "wb") as handle:
+        handle.write(_os.urandom(24 * 1024 * 1024))
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return [0] * len(model_input)
+
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), artifacts={"blob": blob},
+                                       registered_model_name="serving-large")
+    result["large"] = {"name": "serving-large", "version": str(info.registered_model_version)}
+
     mlflow.MlflowClient().set_registered_model_alias("serving-clf", "champion", result["main"]["version"])
 
     holdout.to_json(f"{out_dir}/holdout.json", orient="split")
@@ -182,6 +197,7 @@ class RegisteredModels:
     mismatch: dict[str, str]
     filestore: dict[str, str]
     broken: dict[str, str]
+    large: dict[str, str]
     holdout: object  # pandas DataFrame of rows drawn like the training data
     holdout_predictions: list[int]
     file_store: str
@@ -210,6 +226,7 @@ def registered(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
         mismatch=models["mismatch"],
         filestore=models["filestore"],
         broken=models["broken"],
+        large=models["large"],
         holdout=pd.read_json(out / "holdout.json", orient="split"),
         holdout_predictions=json.loads((out / "holdout_predictions.json").read_text()),
         file_store=file_store,

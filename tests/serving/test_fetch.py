@@ -66,6 +66,17 @@ def test_a_version_without_mlmodel_fails_verification(mlflow_server, registered,
     assert not (tmp_path / "model" / ".modelpilot-manifest.json").exists()
 
 
+def test_large_downloads_show_progress(mlflow_server, registered, tmp_path):
+    fetched = run_fetch(
+        mlflow_server, registered.uri(registered.large), tmp_path / "model", MODELPILOT_FETCH_PROGRESS_SECONDS="0.01"
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert "MiB to download into" in fetched.stdout
+    progress = [line for line in fetched.stdout.splitlines() if "downloaded " in line and " of " in line]
+    assert progress, fetched.stdout
+    assert fetched.manifest["total_bytes"] > 24 * 1024 * 1024
+
+
 def test_missing_version_fails_with_one_clear_line(mlflow_server, registered, tmp_path):
     fetched = run_fetch(mlflow_server, f"models:/{registered.main['name']}/99", tmp_path / "model")
     assert fetched.returncode == 3

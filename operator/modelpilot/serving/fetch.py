@@ -44,7 +44,7 @@ from .requirements import Mismatch, check_requirements
 
 log = logging.getLogger("modelpilot.serving.fetch")
 
-PROGRESS_INTERVAL = 5.0  # seconds between progress lines during a download
+PROGRESS_INTERVAL = 5.0  # seconds between progress lines during a download (MODELPILOT_FETCH_PROGRESS_SECONDS)
 _STAGING = ".modelpilot-fetching"
 
 
@@ -263,9 +263,13 @@ def _list_files(repo: Any, path: str = "") -> dict[str, int | None]:
 
 def _download_with_progress(repo: Any, staging: str, total: int) -> None:
     done = threading.Event()
+    try:
+        interval = max(0.01, float(os.environ.get("MODELPILOT_FETCH_PROGRESS_SECONDS", PROGRESS_INTERVAL)))
+    except ValueError:
+        interval = PROGRESS_INTERVAL
 
     def report() -> None:
-        while not done.wait(PROGRESS_INTERVAL):
+        while not done.wait(interval):
             got = _tree_size(staging)
             share = f" ({100 * got / total:.0f}%)" if total else ""
             log.info("downloaded %s of %s%s", _human(got), _human(total), share)
