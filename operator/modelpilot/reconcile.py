@@ -96,14 +96,14 @@ def _reconcile(body: dict, old_status: ModelDeploymentStatus, settings: Settings
     if reuse:
         seen = Observations(generation=generation, now=now, resolved=old_status.model, stable=stable)
     else:
-        seen = Observations(generation=generation, now=now, stable=stable, **_resolve(owner, spec))
+        seen = Observations(generation=generation, now=now, stable=stable, **_resolve(owner, spec, settings))
     decision = plan(old_status, seen)
     if decision.serve is not None:
         _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
     return _finish(owner, old_status, decision, retry=seen.failure)
 
 
-def _resolve(owner: Owner, spec: ModelDeploymentSpec) -> dict:
+def _resolve(owner: Owner, spec: ModelDeploymentSpec, settings: Settings) -> dict:
     try:
         credentials = None
         if spec.mlflow.credentials_secret:
@@ -113,7 +113,7 @@ def _resolve(owner: Owner, spec: ModelDeploymentSpec) -> dict:
                     f"Secret {spec.mlflow.credentials_secret!r} named by spec.mlflow.credentialsSecret does not exist"
                 )
             credentials = Credentials.from_secret_data(data)
-        with MlflowRegistry(spec.mlflow.tracking_uri, credentials) as registry:
+        with MlflowRegistry(spec.mlflow.tracking_uri, credentials, settings.registry_timeout_seconds) as registry:
             return {"resolved": registry.resolve(spec.model)}
     except RegistryError as exc:
         return {"failure": ResolveFailure(exc.reason, str(exc), exc.retryable)}

@@ -58,6 +58,8 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "MODELPILOT_RESOLVE_INTERVAL": "3",
+        # Long enough that a hung registry stays hung while the test watches the others go on.
+        "MODELPILOT_REGISTRY_TIMEOUT": "90",
         "MODELPILOT_RUNTIME_IMAGE": "ghcr.io/modelpilot/runtime:test",
     }
     with open(log_path, "wb") as log:

@@ -274,3 +274,53 @@ def test_schema_and_cel_reject_bad_specs_at_apply(kubectl, crds, namespace, spec
 def test_name_too_long_for_owned_objects_is_rejected(kubectl, crds, namespace):
     result = kubectl("apply", "-f", "-", input=manifest(namespace, "x" * 57, "http://m:5000", {"name": "m", "version": "1"}))
     assert result.returncode != 0 and "at most 56 characters" in result.stderr
+
+
+class _BlackHole:
+    """A TCP server that accepts connections and answers nothing until released: a hung MLflow."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.uri = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = threading.Event()
+        self.released = threading.Event()
+        self.connections = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.released.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            self.accepted.set()
+
+    def release(self):
+        self.released.set()
+        for conn in self.connections:
+            conn.close()
+        self.sock.close()
+
+
+def test_a_hung_registry_does_not_stall_other_modeldeployments(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    hung = _BlackHole()
+    try:
+        kubectl("apply", "-f", "-", input=manifest(ns, "stuck", hung.uri, {"name": registered_model, "version": "1"}), check=True)
+        assert hung.accepted.wait(60), "the operator never called the hung registry"
+        kubectl("apply", "-f", "-", input=manifest(ns, "free", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
+        wait_phase(kubectl, operator, ns, "free", "Ready")
+        # The hung call is still outstanding: the other ModelDeployment went through beside it.
+        assert not hung.released.is_set() and condition(status(kubectl, ns, "stuck"), "ModelResolved") == {}
+    finally:
+        hung.release()
+    st = wait_phase(kubectl, operator, ns, "stuck", "Pending")
+    assert condition(st, "ModelResolved")["reason"] == "RegistryUnreachable"

@@ -23,7 +23,7 @@ from .errors import (
     VersionNotReady,
 )
 
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,14 @@ class Credentials:
 class MlflowRegistry:
     """One tracking server's Model Registry."""
 
-    def __init__(self, tracking_uri: str, credentials: Credentials | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT):
+    def __init__(self, tracking_uri: str, credentials: Credentials | None = None, timeout: float = 10.0):
         credentials = credentials or Credentials()
         self.tracking_uri = tracking_uri.rstrip("/")
         self._http = httpx.Client(
             base_url=f"{self.tracking_uri}/api/2.0/mlflow/",
             auth=credentials.auth(),
             headers=credentials.headers(),
-            timeout=timeout,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
         )
 
     def close(self) -> None:

@@ -146,10 +146,13 @@ def fetch(
     staging = os.path.join(dest, _STAGING)
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
-    with _mlflow_errors(ref, version, dest):
-        _download_with_progress(repo, staging, total)
-    files = _verify(staging, listing)
-    _install(staging, dest)
+    try:
+        with _mlflow_errors(ref, version, dest):
+            _download_with_progress(repo, staging, total)
+        files = _verify(staging, listing)
+        _install(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed attempt leaves no partial download behind
     baseline = _fetch_baseline(dest, resolved.run_id)
     mismatches = check_requirements(dest)
     _apply_policy(mismatches, policy)
@@ -221,6 +224,9 @@ def classify_error(exc: BaseException, what: str, dest: str) -> FetchError:
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             return DiskFull(f"disk full while downloading {what} into {dest}: {os.strerror(cause.errno)}")
     text = _one_line(exc)
+    if re.search(r"Errno (28|122)\b|No space left on device|Disk quota exceeded", text):
+        # MLflow's parallel download reports per-file failures as text, without the OSError as cause.
+        return DiskFull(f"disk full while downloading {what} into {dest}: no space left on the volume")
     code = getattr(exc, "error_code", None)
     if code == "RESOURCE_DOES_NOT_EXIST" or re.search(r"\b404\b|NoSuchKey|NoSuchBucket|not found", text, re.I):
         return NotFound(f"artifacts of {what} not found: {text}")
@@ -245,7 +251,9 @@ _SECRETISH = re.compile(r"(?i)(token|password|secret|signature|credential|key)=(
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = re.sub(r"#{3,}\s*File\s+(\S+)\s*#{3,}", r"[\1]", text)  # MLflow's per-file failure headings
+    text = " ".join(text.split())
     text = re.sub(r"//[^/@\s]+:[^/@\s]+@", "//", text)  # user:password@ in URLs
     text = _SECRETISH.sub(r"\1=***", text)  # presigned URL query strings
     return text[:500]
