@@ -63,6 +63,7 @@ def test_a_version_without_mlmodel_fails_verification(mlflow_server, registered,
     fetched = run_fetch(mlflow_server, registered.uri(registered.broken), tmp_path / "model")
     assert fetched.returncode == 7
     assert "failed verification: no MLmodel file" in fetched.stderr
+    assert not (tmp_path / "model" / ".modelpilot-fetching").exists()  # no partial download left behind
     assert not (tmp_path / "model" / ".modelpilot-manifest.json").exists()
 
 
@@ -150,3 +151,54 @@ def test_server_refuses_to_start_without_a_model(tmp_path):
         assert "cannot load the model" in server.log and "no MLmodel file" in server.log
     finally:
         server.stop()
+
+
+def _small_volume_fetch(mlflow_server, model_uri: str, dest: Path, size_kib: int):
+    """Run fetch with ``dest`` a tmpfs of ``size_kib`` in a private mount namespace (no root needed)."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import Fetched
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare is not available")
+    probe = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user and mount namespaces are not permitted here")
+    dest.mkdir(parents=True)
+    fetch = [sys.executable, "-m", "modelpilot.serving.fetch", "--model-uri", model_uri, "--dest", str(dest)]
+    script = f"mount -t tmpfs -o size={size_kib}k tmpfs {shlex.quote(str(dest))} && exec {shlex.join(fetch)}"
+    env = {**os.environ, **mlflow_server.env}
+    result = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return Fetched(result.returncode, result.stdout, result.stderr, dest)
+
+
+def test_a_volume_too_small_for_the_model_fails_before_downloading(mlflow_server, registered, tmp_path):
+    fetched = _small_volume_fetch(mlflow_server, registered.uri(registered.large), tmp_path / "model", 8 * 1024)
+    assert fetched.returncode == 5, fetched.stderr
+    line = fetched.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "no room for the model" in line and "needs 24.0 MiB" in line
+
+
+def test_disk_full_during_the_download_fails_clearly(mlflow_server, registered, fetched_main, tmp_path):
+    # tmpfs charges whole 4 KiB pages per file: a volume with room for the listed bytes but not for
+    # one page per file passes the up-front check and runs out of space while downloading.
+    files = fetched_main.manifest["files"]
+    listed = sum(f["size"] for f in files)
+    pages = sum(max(1, -(-f["size"] // 4096)) for f in files)
+    size_kib = -(-listed // 4096) * 4 + 4
+    if size_kib >= pages * 4:
+        pytest.skip("the model's files fill their pages too well to provoke ENOSPC this way")
+    fetched = _small_volume_fetch(mlflow_server, registered.uri(registered.main), tmp_path / "model", size_kib)
+    assert fetched.returncode == 5, fetched.stdout + fetched.stderr
+    line = fetched.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "disk full while downloading model serving-clf version" in line
+    assert "\n" not in line and "#####" not in line

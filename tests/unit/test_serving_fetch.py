@@ -43,6 +43,20 @@ def test_full_disk_is_recognised_anywhere_in_the_cause_chain():
     assert "disk full" in str(error) and "/var/lib/modelpilot/model" in str(error)
 
 
+def test_full_disk_reported_as_text_by_mlflows_parallel_download():
+    message = (
+        "The following failures occurred while downloading one or more artifacts from http://x/artifacts:\n"
+        "##### File MLmodel #####\n[Errno 28] No space left on device: '/d/MLmodel'"
+    )
+    error = classify_error(RuntimeError(message), "model m version 1", "/d")
+    assert isinstance(error, DiskFull) and "\n" not in str(error)
+
+
+def test_multi_line_errors_become_one_line():
+    error = classify_error(RuntimeError("failed:\n##### File a.pkl #####\nboom\n##### File b #####\nbang"), "m", "/d")
+    assert str(error) == "cannot download m: RuntimeError: failed: [a.pkl] boom [b] bang"
+
+
 @pytest.mark.parametrize(
     "message, kind",
     [
