@@ -415,8 +415,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    # MLflow's and urllib3's loggers can print request URLs; keep them quiet.
-    for noisy in ("mlflow", "urllib3", "botocore", "azure"):
+    # HTTP clients' loggers print request URLs (which may carry credentials); keep them quiet.
+    for noisy in ("mlflow", "urllib3", "httpx", "httpcore", "botocore", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         fetch(args.model_uri, args.dest, policy=args.requirements_policy, tracking_uri=args.tracking_uri)
