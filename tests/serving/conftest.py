@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -201,7 +201,6 @@ class RegisteredModels:
     holdout: object  # pandas DataFrame of rows drawn like the training data
     holdout_predictions: list[int]
     file_store: str
-    extra: dict[str, object] = field(default_factory=dict)
 
     @staticmethod
     def uri(model: dict[str, str]) -> str:
