@@ -87,7 +87,6 @@ def test_runtime_image_default_command_is_the_model_server():
     assert '"modelpilot.serving.server"' in cmd and '"8080"' in cmd
 
 
-@pytest.mark.xfail(reason="pyproject.toml's runtime extra does not list skops yet", strict=False)
 def test_runtime_extra_can_load_scikit_learn_models_as_mlflow_logs_them():
     # MLflow 3 saves scikit-learn models in the skops format by default (model.skops) and loads them
     # with skops: without it the runtime image cannot serve them.
