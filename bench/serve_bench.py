@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,48 +29,12 @@ import threading
 import time
 from pathlib import Path
 
+# Run as a script from anywhere: the suite's process helpers live in tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.processes import free_port, start_process, stop_process, wait_http_ok  # noqa: E402
+
 PYTHON = sys.executable
 MODEL_NAME = "bench-clf"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not up after {timeout}s")
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as handle:
-        return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
 
 
 TRAIN = """
@@ -178,14 +140,14 @@ def main() -> int:
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
         print(f"starting MLflow tracking server on {tracking}", flush=True)
         # No background job runners in the tracking server: the benchmark does not use them.
-        mlflow_server = start(
+        mlflow_server = start_process(
             [PYTHON, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
              "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
             {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, tmp / "mlflow-server.log",
         )  # fmt: skip
         procs.append(mlflow_server)
-        wait_for(f"{tracking}/health", mlflow_server, 120, "mlflow server")
+        wait_http_ok(f"{tracking}/health", mlflow_server, None, 120)
 
         print("training and registering the model", flush=True)
         rows_file = tmp / "rows.json"
@@ -212,13 +174,13 @@ def main() -> int:
             raise RuntimeError(fetched.stderr)
 
         base_port, ours_port = free_port(), free_port()
-        baseline = start(
+        baseline = start_process(
             [shutil.which("mlflow", path=os.path.dirname(PYTHON)) or "mlflow", "models", "serve", "-m", model_uri,
              "--env-manager", "local", "--host", "127.0.0.1", "--port", str(base_port)],
             env, tmp / "baseline.log",
         )  # fmt: skip
         procs.append(baseline)
-        ours = start(
+        ours = start_process(
             [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
              "--port", str(ours_port)],
             {**env, "MODELPILOT_DEPLOYMENT": "bench", "MODELPILOT_MODEL_VERSION": version, "MODELPILOT_TRACK": "stable"},
@@ -231,7 +193,7 @@ def main() -> int:
         for extra in args.also:
             extra_port = free_port()
             procs.append(
-                start(
+                start_process(
                     [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                      "--port", str(extra_port), *extra.split()],
                     env, tmp / f"ours-{extra_port}.log",
@@ -239,9 +201,9 @@ def main() -> int:
             )
             targets.append((f"ours {extra}", f"http://127.0.0.1:{extra_port}"))
             waiting[targets[-1][0]] = procs[-1]
-        wait_for(f"{base_url}/ping", baseline, 180, "mlflow models serve")
+        wait_http_ok(f"{base_url}/ping", baseline, None, 180)
         for name, url in targets[1:]:
-            wait_for(f"{url}/ready", waiting[name], 180, name)
+            wait_http_ok(f"{url}/ready", waiting[name], None, 180)
 
         print(
             f"load: {args.concurrency} connections, {args.rows} rows/request, {args.warmup:g}s warm-up + "
@@ -293,7 +255,7 @@ def main() -> int:
         return 0
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop_process(proc)
         if args.keep:
             print(f"logs kept in {tmp}")
         else:

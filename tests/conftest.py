@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: a real Kubernetes cluster (local, or the one MODELPILOT_KUBECONFIG points at)."""
+"""Suite-wide fixtures: a real Kubernetes cluster (local, or the one MODELPILOT_KUBECONFIG points at) and a
+real MLflow server."""
 
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ def kube_cluster() -> Iterator[launcher.LocalCluster | ExistingCluster]:
         )
     with launcher.LocalCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def mlflow():
+    """A real MLflow tracking server (SQLite, proxied artifact store, basic auth) for the whole session."""
+    from tests.support.mlflow import mlflow_server
+
+    with mlflow_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Servers shared by the integration tests: a real MLflow server with real registered models."""
+"""Integration fixtures: real registered models, the CRD, and the operator as a real process."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import httpx
 import pytest
 
 from tests.cluster.launcher import default_bin_dir
-from tests.support.mlflow import free_port, mlflow_server, register_sklearn_model
+from tests.support.mlflow import register_sklearn_model
+from tests.support.processes import free_port
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture(scope="session")
-def mlflow():
-    with mlflow_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import time
 import pytest
 import yaml
 
-from tests.support.mlflow import free_port, register_sklearn_model, set_alias
+from tests.support.mlflow import register_sklearn_model, set_alias
+from tests.support.processes import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]

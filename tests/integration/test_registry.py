@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from modelpilot.api.spec import ModelRef
 from modelpilot.registry.errors import (
     AliasNotFound,
@@ -13,7 +12,9 @@ from modelpilot.registry.errors import (
     VersionNotFound,
 )
 from modelpilot.registry.mlflow import Credentials, MlflowRegistry
-from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, free_port
+
+from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.mlflow
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,95 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-ADMIN_USER = "admin"
-ADMIN_PASSWORD = "serving-test-admin-password"
-START_TIMEOUT_S = 120
+from tests.support.mlflow import MlflowServer
+from tests.support.processes import free_port, stop_process
+
 PYTHON = sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
-    """SIGTERM the process group, then SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
-
-
-@dataclass
-class MlflowServer:
-    uri: str
-    root: Path
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What the operator puts in the fetch container: tracking URI plus the Secret's keys."""
-        return {
-            "MLFLOW_TRACKING_URI": self.uri,
-            "MLFLOW_TRACKING_USERNAME": ADMIN_USER,
-            "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
-        }
-
-
 @pytest.fixture(scope="session")
-def mlflow_server() -> Iterator[MlflowServer]:
-    with tempfile.TemporaryDirectory(prefix="modelpilot-serving-mlflow-") as tmp:
-        root = Path(tmp)
-        port = free_port()
-        (root / "auth.ini").write_text(
-            "[mlflow]\n"
-            "default_permission = READ\n"
-            f"database_uri = sqlite:///{root}/auth.db\n"
-            f"admin_username = {ADMIN_USER}\n"
-            f"admin_password = {ADMIN_PASSWORD}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        )
-        env = {
-            **os.environ,
-            "MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
-            # No background job runners (huey consumers): nothing here uses them, and they cost CPU.
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
-        cmd = [
-            PYTHON, "-m", "mlflow", "server",
-            "--app-name", "basic-auth",
-            "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1",
-        ]  # fmt: skip
-        log_path = root / "mlflow.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"mlflow server not healthy after {START_TIMEOUT_S}s")
-                time.sleep(0.5)
-            yield MlflowServer(uri=uri, root=root)
-        finally:
-            stop_process(proc)
+def mlflow_server(mlflow: MlflowServer) -> MlflowServer:
+    """The suite's MLflow server (tests/conftest.py), under the name these tests use."""
+    return mlflow
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import ADMIN_USER, RegisteredModels, ServerProcess, run_fetch
+from tests.support.mlflow import ADMIN_USER
+
+from .conftest import RegisteredModels, ServerProcess, run_fetch
 
 pytestmark = pytest.mark.mlflow
 

@@ -4,26 +4,20 @@ and a helper that trains, logs and registers a real scikit-learn model on it."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from .processes import free_port, start_process, stop_process, wait_http_ok
+
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "modelpilot-test-admin-password"
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -33,7 +27,13 @@ class MlflowServer:
     log_path: Path
 
     def credentials_env(self) -> dict[str, str]:
+        """The keys of a credentials Secret for this server."""
         return {"MLFLOW_TRACKING_USERNAME": ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the operator puts in a model's pod: tracking URI plus the Secret's keys."""
+        return {"MLFLOW_TRACKING_URI": self.uri, **self.credentials_env()}
 
 
 @contextmanager
@@ -52,7 +52,13 @@ def mlflow_server():
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
         log_path = root / "mlflow.log"
-        env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only"}
+        env = {
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth_config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only",
+            # No background job runners: nothing here uses them, and they cost CPU.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--app-name", "basic-auth",
@@ -60,42 +66,14 @@ def mlflow_server():
             "--artifacts-destination", str(root / "artifacts"),
             "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1",
-        ]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        ]  # fmt: skip
+        proc = start_process(cmd, env, log_path)
         uri = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(uri, proc, log_path)
+            wait_http_ok(f"{uri}/health", proc, log_path, START_TIMEOUT_S)
             yield MlflowServer(uri=uri, root=root, log_path=log_path)
         finally:
-            _stop(proc)
-
-
-def _wait_healthy(uri: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"mlflow server not healthy after {START_TIMEOUT_S}s:\n{log_path.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
+            stop_process(proc)
 
 
 def register_sklearn_model(server: MlflowServer, name: str, alias: str | None = None, seed: int = 0) -> str:

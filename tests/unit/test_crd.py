@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from modelpilot.api.crd import crd, render_yaml
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "modelpilot.io_modeldeployments.yaml"

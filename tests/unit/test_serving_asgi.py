@@ -10,10 +10,9 @@ import asyncio
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from modelpilot.serving.metrics import Identity, ServingMetrics
 from modelpilot.serving.server import ServingApp
+from prometheus_client.parser import text_string_to_metric_families
 
 
 async def scoring_app(scope, receive, send):

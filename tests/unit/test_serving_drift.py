@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from modelpilot.serving.baseline import (
     DriftMonitor,
-    _bin_numeric,
     ProfileError,
+    _bin_numeric,
     build_baseline_profile,
     load_baseline_profile,
     psi,

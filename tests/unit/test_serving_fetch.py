@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import errno
+import logging
+import time
 
 import pytest
-
 from modelpilot.serving.fetch import (
     CredentialsRefused,
     DiskFull,
     FetchError,
     ModelReference,
     NotFound,
+    _download_with_progress,
     classify_error,
     redact_uri,
 )
@@ -99,3 +101,23 @@ def test_requirements_are_compared_with_installed_versions(tmp_path):
 
 def test_no_recorded_requirements_means_no_mismatch(tmp_path):
     assert check_requirements(str(tmp_path)) == []
+
+
+class _SlowRepo:
+    """Writes a file in chunks with pauses, like a download over a slow link."""
+
+    def download_artifacts(self, path, dst_path):
+        with open(f"{dst_path}/model.bin", "wb") as handle:
+            for _ in range(4):
+                handle.write(b"x" * 1024 * 1024)
+                handle.flush()
+                time.sleep(0.1)
+
+
+def test_download_logs_progress_while_it_runs_and_once_done(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MODELPILOT_FETCH_PROGRESS_SECONDS", "0.02")
+    with caplog.at_level(logging.INFO, logger="modelpilot.serving.fetch"):
+        _download_with_progress(_SlowRepo(), str(tmp_path), total=4 * 1024 * 1024)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("downloaded ")]
+    assert len(lines) >= 3, lines  # periodic lines during the 0.4 s download, then the final one
+    assert lines[-1] == "downloaded 4.0 MiB of 4.0 MiB (100%)"

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from ..api.spec import ModelDeploymentSpec
 from ..api.status import ResolvedModel
-from .labels import STABLE, common_labels, selector_labels, track_labels, track_name, track_selector
+from .labels import (
+    STABLE,
+    common_labels,
+    selector_labels,
+    track_labels,
+    track_name,
+    track_selector,
+)
 from .owner import Owner
 
 MODEL_DIR = "/var/lib/modelpilot/model"

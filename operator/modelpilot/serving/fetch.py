@@ -41,6 +41,7 @@ from ..registry import errors as registry_errors
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, RUN_ARTIFACT_DIR
 from .requirements import Mismatch, check_requirements
+from .termination import write_termination_message
 
 log = logging.getLogger("modelpilot.serving.fetch")
 
@@ -277,18 +278,22 @@ def _download_with_progress(repo: Any, staging: str, total: int) -> None:
         interval = PROGRESS_INTERVAL
 
     def report() -> None:
-        while not done.wait(interval):
-            got = _tree_size(staging)
-            share = f" ({100 * got / total:.0f}%)" if total else ""
-            log.info("downloaded %s of %s%s", _human(got), _human(total), share)
+        got = _tree_size(staging)
+        share = f" ({100 * got / total:.0f}%)" if total else ""
+        log.info("downloaded %s of %s%s", _human(got), _human(total), share)
 
-    reporter = threading.Thread(target=report, name="fetch-progress", daemon=True)
+    def report_periodically() -> None:
+        while not done.wait(interval):
+            report()
+
+    reporter = threading.Thread(target=report_periodically, name="fetch-progress", daemon=True)
     reporter.start()
     try:
         repo.download_artifacts("", dst_path=staging)
     finally:
         done.set()
         reporter.join()
+    report()  # a download faster than one interval still says how much arrived
 
 
 def _tree_size(root: str) -> int:
@@ -423,23 +428,15 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as exc:
         message = f"fetch failed: {exc}"
         print(message, file=sys.stderr, flush=True)
-        _termination_message(message)
+        write_termination_message(message)
         return exc.exit_code
     except Exception as exc:  # an unexpected failure still gets one clear, secret-free line
         error = classify_error(exc, args.model_uri, args.dest)
         message = f"fetch failed: {error}"
         print(message, file=sys.stderr, flush=True)
-        _termination_message(message)
+        write_termination_message(message)
         return error.exit_code
     return 0
-
-
-def _termination_message(message: str) -> None:
-    try:
-        with open("/dev/termination-log", "w", encoding="utf-8") as handle:
-            handle.write(message[:4000])
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

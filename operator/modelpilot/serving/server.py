@@ -34,6 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
 from .metrics import Identity, ServingMetrics
+from .termination import write_termination_message
 
 log = logging.getLogger("modelpilot.serving.server")
 
@@ -329,18 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.run()
     if app.load_error is not None:
-        _termination_message(app.load_error)
+        write_termination_message(app.load_error)
         return 1
     return 0
-
-
-def _termination_message(message: str) -> None:
-    """Kubernetes shows /dev/termination-log in the pod's status; best effort."""
-    try:
-        with open("/dev/termination-log", "w", encoding="utf-8") as handle:
-            handle.write(message[:4000])
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":
