@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv cluster-bins cluster crds test test-unit dev lint bench clean
+.PHONY: help venv system-deps cluster-bins cluster crds test test-unit dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
@@ -24,6 +24,13 @@ venv: $(VENV)/.installed
 cluster-bins:
 	tests/cluster/build.sh
 
+# Debian packages the suite runs for real (Prometheus scrapes the model servers).
+system-deps:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "the tests need Prometheus: sudo apt-get install prometheus" >&2; exit 1; fi; }
+
 cluster: venv cluster-bins
 	$(PY) -m tests.cluster.launcher
 
@@ -37,7 +44,7 @@ crds: venv
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
 
-test: venv cluster-bins
+test: venv system-deps cluster-bins
 	$(PY) -m pytest -q -ra
 
 clean:

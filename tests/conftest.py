@@ -1,5 +1,5 @@
-"""Suite-wide fixtures: a real Kubernetes cluster (local, or the one MODELPILOT_KUBECONFIG points at) and a
-real MLflow server."""
+"""Suite-wide fixtures: a real Kubernetes cluster (local, or the one MODELPILOT_KUBECONFIG points at), a
+real MLflow server and a real Prometheus."""
 
 from __future__ import annotations
 
@@ -62,6 +62,15 @@ def mlflow():
     from tests.support.mlflow import mlflow_server
 
     with mlflow_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus():
+    """A real Prometheus (Debian's package) scraping every second; tests add their targets."""
+    from tests.support.prometheus import prometheus_server
+
+    with prometheus_server() as server:
         yield server
 
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.support.mlflow import MlflowServer
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import free_port, stop_process, wait_http_ok
 
 PYTHON = sys.executable
 
@@ -183,6 +183,11 @@ def fetched_main(mlflow_server: MlflowServer, registered: RegisteredModels, tmp_
     return fetched
 
 
+def split(frame) -> dict:
+    """A scoring request body in MLflow's dataframe_split format."""
+    return {"dataframe_split": frame.to_dict(orient="split")}
+
+
 class ServerProcess:
     """`python -m modelpilot.serving.server` on a free loopback port."""
 
@@ -221,17 +226,7 @@ class ServerProcess:
         raise TimeoutError(f"server did not open its port in {timeout}s:\n{self.log[-3000:]}")
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log[-3000:]}")
-            try:
-                if self.client.get("/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log[-3000:]}")
+        wait_http_ok(f"{self.url}/ready", self.proc, self.log_path, timeout)
 
     def metrics(self) -> str:
         response = self.client.get("/metrics")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import RegisteredModels, ServerProcess
+from .conftest import RegisteredModels, ServerProcess, split
 
 pytestmark = pytest.mark.mlflow
 
@@ -23,10 +23,6 @@ def samples(server: ServerProcess) -> dict[tuple[str, tuple], float]:
 
 def value(snapshot: dict, name: str, **labels: str) -> float:
     return snapshot.get((name, tuple(sorted({**IDS, **labels}.items()))), 0.0)
-
-
-def split(frame) -> dict:
-    return {"dataframe_split": frame.to_dict(orient="split")}
 
 
 def test_ready_is_503_until_the_model_has_loaded(main_server: ServerProcess):

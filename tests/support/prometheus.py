@@ -1,0 +1,83 @@
+"""A real Prometheus (Debian's package) on loopback, scraping targets the tests add while it runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from .processes import free_port, start_process, stop_process, wait_http_ok
+from .waiting import wait_for
+
+SCRAPE_INTERVAL = "1s"
+
+
+@dataclass
+class Prometheus:
+    url: str
+    targets_file: Path
+
+    def scrape(self, address: str, **labels: str) -> None:
+        """Add a target (host:port serving /metrics); file discovery picks it up without a restart."""
+        targets = json.loads(self.targets_file.read_text())
+        targets.append({"targets": [address], "labels": labels})
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(targets))
+        tmp.replace(self.targets_file)  # atomic: Prometheus never reads half a file
+
+    def query(self, promql: str) -> list[dict]:
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def wait_for_value(self, promql: str, accept, what: str, timeout: float = 60) -> float:
+        """Poll `promql` until its single value satisfies `accept`; returns that value."""
+
+        def probe():
+            result = self.query(promql)
+            if len(result) == 1 and accept(float(result[0]["value"][1])):
+                return float(result[0]["value"][1]), result[0]["metric"]
+            return None
+
+        return wait_for(probe, f"{what} ({promql})", timeout=timeout)
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+@contextmanager
+def prometheus_server():
+    binary = prometheus_binary()
+    if binary is None:
+        raise RuntimeError("prometheus is not installed: apt-get install prometheus (.ci/run does)")
+    with tempfile.TemporaryDirectory(prefix="modelpilot-prometheus-") as tmp:
+        root = Path(tmp)
+        targets = root / "targets.json"
+        targets.write_text("[]")
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+            "scrape_configs": [
+                {"job_name": "models", "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]}
+            ],
+        }
+        (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        log_path = root / "prometheus.log"
+        proc = start_process(
+            [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+            None, log_path,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http_ok(f"{url}/-/ready", proc, log_path, timeout=60)
+            yield Prometheus(url=url, targets_file=targets)
+        finally:
+            stop_process(proc)
