@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,6 +16,14 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.cluster import launcher
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A terminated test run unwinds like Ctrl-C, so every server fixture is stopped by its own teardown.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 class ExistingCluster:

@@ -17,6 +17,7 @@ import yaml
 
 from tests.cluster.launcher import LocalCluster, build_binaries
 from tests.support.mlflow import mlflow_server, register_sklearn_model
+from tests.support.processes import start_process, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "manifests" / "examples" / "fraud-detector.yaml"
@@ -28,7 +29,9 @@ def say(message: str) -> None:
 
 
 def main() -> int:
+    # Ctrl-C and SIGTERM both unwind, so the MLflow server and the operator are stopped too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
     say("building (or reusing) the control plane binaries")
     bin_dir = build_binaries()
     say("starting the local control plane")
@@ -46,11 +49,7 @@ def main() -> int:
             log_path = cluster.workdir / "operator.log"
             say(f"starting the operator (log: {log_path})")
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "MODELPILOT_RESOLVE_INTERVAL": "10"}
-            with open(log_path, "wb") as log:
-                operator = subprocess.Popen(
-                    [sys.executable, "-m", "modelpilot", "--liveness="],
-                    stdout=log, stderr=subprocess.STDOUT, env=env,
-                )
+            operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, log_path)
             try:
                 _apply_example(kubectl, mlflow)
                 _explain(cluster, mlflow)
@@ -62,8 +61,7 @@ def main() -> int:
                 say("stopping")
                 return 0
             finally:
-                operator.terminate()
-                operator.wait(timeout=20)
+                stop_process(operator, timeout=10)
 
 
 def _apply_example(kubectl: list[str], mlflow) -> None:

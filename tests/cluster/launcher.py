@@ -15,12 +15,10 @@ PR_SET_PDEATHSIG — even when the Python process is killed outright.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from typing import Any, Callable
 import yaml
 
 from tests.cluster.certs import ClusterPKI
+from tests.support.processes import die_with_parent, free_port
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
@@ -94,35 +93,6 @@ def build_binaries() -> Path:
 # Processes
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - not Linux
-    _libc = None
-
-
-def _die_with_parent_preexec(parent_pid: int) -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get SIGKILL when its parent dies.
-
-    PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
-    """
-    if _libc is None or not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def preexec() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 class Component:
@@ -145,7 +115,7 @@ class Component:
                 cwd=cwd,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent_preexec(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
 
     @property
@@ -424,7 +394,7 @@ class LocalCluster:
         for d in (run, logs):
             d.mkdir(parents=True, exist_ok=True)
         pki = ClusterPKI(run / "pki")
-        ports = {name: _free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
         self.server = f"https://127.0.0.1:{ports['apiserver']}"
 
         serving = pki.serving(

@@ -7,13 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.cluster.launcher import default_bin_dir
 from tests.support.mlflow import register_sklearn_model
-from tests.support.processes import free_port
-from tests.support.waiting import wait_for
+from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
 
 
 @pytest.fixture(scope="session")
@@ -57,31 +55,13 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
         "MODELPILOT_REGISTRY_TIMEOUT": "90",
         "MODELPILOT_RUNTIME_IMAGE": "ghcr.io/modelpilot/runtime:test",
     }
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{port}/healthz"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+    proc = start_process([sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{port}/healthz"], env, log_path)
     handle = OperatorProcess(proc, log_path)
     try:
-        wait_for(lambda: proc.poll() is not None or _healthy(port), "the operator's liveness endpoint", timeout=60)
-        if proc.poll() is not None:
-            pytest.fail(f"operator exited with {proc.returncode}:\n{handle.tail()}")
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc, log_path, timeout=60)
         yield handle
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+        stop_process(proc, timeout=20)
 
 
 class OperatorProcess:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 
@@ -18,10 +22,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _libc = None
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when its parent dies, so no server outlives a
+    killed test run.
+
+    PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
+    """
+    if _libc is None or not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def start_process(cmd: list[str], env: dict[str, str] | None, log_path: Path) -> subprocess.Popen:
-    """Start `cmd` in its own process group, stdout and stderr to `log_path`."""
+    """Start `cmd` in its own process group, stdout and stderr to `log_path`, dying with this process."""
     with open(log_path, "wb") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),
+        )  # fmt: skip
 
 
 def wait_http_ok(url: str, proc: subprocess.Popen, log_path: Path | None, timeout: float) -> None:
