@@ -1,7 +1,7 @@
 """kopf wiring: which events trigger a reconcile, and how its outcome becomes Events and retries.
 
-Handlers are sync on purpose: kopf runs them in its bounded thread pool, so the blocking Kubernetes and
-MLflow clients never stall the event loop. Owned objects are cached in kopf indexes (one watch per kind,
+Handlers are async and thin; the reconciler runs every blocking Kubernetes and MLflow call in a bounded
+pool of its own, so none stalls the event loop. Owned objects are cached in kopf indexes (one watch per kind,
 not one per ModelDeployment), so a reconcile reads nothing it already knows.
 """
 
@@ -32,7 +32,6 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.execution.max_workers = SETTINGS.max_workers
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "modelpilot"
     settings.posting.reporting_instance = socket.gethostname()
@@ -45,22 +44,22 @@ def _snapshot(body) -> dict:
 
 
 @kopf.index(*MD)
-def modeldeployments(namespace, name, body, **_):
+async def modeldeployments(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
-def deployments(namespace, name, body, **_):
+async def deployments(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("v1", "services", labels=OWNED)
-def services(namespace, name, body, **_):
+async def services(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-def autoscalers(namespace, name, body, **_):
+async def autoscalers(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
@@ -83,8 +82,8 @@ def _post(body, outcome: Outcome | None) -> None:
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
-def on_spec(body, retry, deployments, services, autoscalers, **_):
-    outcome = RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
+async def on_spec(body, retry, deployments, services, autoscalers, **_):
+    outcome = await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
     _post(body, outcome)
     if outcome and outcome.retry is not None and outcome.retry.retryable:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic timer keeps watching after that.
@@ -92,13 +91,13 @@ def on_spec(body, retry, deployments, services, autoscalers, **_):
 
 
 @kopf.timer(*MD, interval=SETTINGS.resolve_interval_seconds, initial_delay=SETTINGS.resolve_interval_seconds)
-def on_interval(body, deployments, services, autoscalers, **_):
+async def on_interval(body, deployments, services, autoscalers, **_):
     """Re-resolve periodically: a moved alias or a model registered later must be noticed."""
-    _post(body, RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers)))
+    _post(body, await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers)))
 
 
 @kopf.on.event(*MD)
-def on_modeldeployment_event(type, uid, **_):
+async def on_modeldeployment_event(type, uid, **_):
     if type == "DELETED":
         RECONCILER.forget(uid)
 
@@ -106,8 +105,8 @@ def on_modeldeployment_event(type, uid, **_):
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, **_):
+async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, **_):
     """An owned object changed: report its readiness and put back any hand edit of what we manage."""
     live = _lookup(deployments, services, autoscalers)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        _post(owner, RECONCILER.reconcile(owner, live, resolve=False))
+        _post(owner, await RECONCILER.reconcile(owner, live, resolve=False))

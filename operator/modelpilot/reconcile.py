@@ -1,12 +1,15 @@
 """One reconcile of one ModelDeployment: observe, decide (pure `rollout.plan`), then apply the decision.
 
-Blocking by design: kopf runs it in its bounded thread pool, never on the event loop.
+Orchestrated on the event loop; every blocking call runs in a bounded pool: registry calls in the
+resolver's, Kubernetes calls in this module's. A slow MLflow server therefore never holds the workers
+that apply objects and report readiness for everyone else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -16,12 +19,13 @@ from pydantic import ValidationError
 from .api import GROUP, KIND, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.status import ResolvedModel
 from .kube import objects
-from .registry.errors import CredentialsSecretMissing, RegistryError
-from .registry.mlflow import Credentials, MlflowRegistry
+from .registry.errors import CredentialsSecretMissing
+from .registry.mlflow import Credentials
+from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
-from .rollout.conditions import Notice, notices
+from .rollout.conditions import Notice, get_condition, notices
 from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, plan
 from .settings import Settings
 
@@ -40,26 +44,26 @@ class Outcome:
 
 
 class Reconciler:
-    """Reconciles ModelDeployments; holds what must outlive one call: per-object locks and last statuses."""
+    """Reconciles ModelDeployments; holds what outlives one call: pools, locks, the last statuses."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
+        self.resolver = Resolver(
+            workers=settings.registry_workers,
+            # Half an interval: every periodic reconcile asks afresh, concurrent ones share one answer.
+            ttl_seconds=settings.resolve_interval_seconds / 2,
+            timeout_seconds=settings.registry_timeout_seconds,
+        )
+        self._kube = ThreadPoolExecutor(max_workers=settings.kube_workers, thread_name_prefix="kube")
+        self._locks: dict[str, asyncio.Lock] = {}
         # We are the only writer of status: what we last wrote is fresher than a watch event may be.
         self._written: dict[str, ModelDeploymentStatus] = {}
 
     def forget(self, uid: str) -> None:
-        with self._guard:
-            self._locks.pop(uid, None)
-            self._written.pop(uid, None)
+        self._locks.pop(uid, None)
+        self._written.pop(uid, None)
 
-    def _lock_for(self, uid: str) -> threading.Lock:
-        """Change handlers, timers and owned-object events of one ModelDeployment never interleave."""
-        with self._guard:
-            return self._locks.setdefault(uid, threading.Lock())
-
-    def reconcile(self, body: dict, live: Lookup, resolve: bool = True) -> Outcome | None:
+    async def reconcile(self, body: dict, live: Lookup, resolve: bool = True) -> Outcome | None:
         """Bring one ModelDeployment's owned objects and status in line with its spec.
 
         With resolve=False (an owned object changed) the last resolution recorded in status is reused,
@@ -69,54 +73,64 @@ class Reconciler:
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return None
-        with self._lock_for(meta["uid"]):
-            old = self._written.get(meta["uid"]) or _parse_status(body.get("status"))
-            outcome = _reconcile(body, old, self.settings, live, resolve)
-            self._written[meta["uid"]] = outcome.status
+        uid, generation = meta["uid"], meta.get("generation", 1)
+        seen = None
+        try:
+            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            # The CRD schema catches almost everything; this guards objects stored before a schema change.
+            spec, seen = None, {"failure": ResolveFailure("InvalidSpec", _short_validation_error(exc), False)}
+        else:
+            known = self._written.get(uid) or _parse_status(body.get("status"))
+            if resolve or not _resolved_for(known, generation):
+                # Outside the lock: an owned object's event need not wait for the registry.
+                seen = await self._resolve(meta["namespace"], spec)
+        async with self._locks.setdefault(uid, asyncio.Lock()):
+            old = self._written.get(uid) or _parse_status(body.get("status"))
+            if generation < (old.observed_generation or 0):
+                return None  # a newer spec was handled meanwhile; this body is stale
+            if seen is None:
+                # Read under the lock, so a resolution written meanwhile is the one reused.
+                if not _resolved_for(old, generation):
+                    return None
+                seen = {"resolved": old.model}
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._kube, _converge, body, spec, old, seen, self.settings, live)
+            self._written[uid] = outcome.status
             return outcome
 
+    async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> dict:
+        credentials = None
+        secret = spec.mlflow.credentials_secret
+        if secret:
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(self._kube, objects.secret_data, namespace, secret)
+            if data is None:
+                missing = CredentialsSecretMissing(
+                    f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist"
+                )
+                return {"failure": ResolveFailure(missing.reason, str(missing), missing.retryable)}
+            credentials = Credentials.from_secret_data(data)
+        result = await self.resolver.resolve(spec.mlflow.tracking_uri, credentials, spec.model)
+        if result.error is not None:
+            return {"failure": ResolveFailure(result.error.reason, str(result.error), result.error.retryable)}
+        return {"resolved": result.model}
 
-def _reconcile(body: dict, old_status: ModelDeploymentStatus, settings: Settings, live: Lookup, resolve: bool) -> Outcome:
+
+def _converge(
+    body: dict, spec: ModelDeploymentSpec | None, old: ModelDeploymentStatus, seen: dict, settings: Settings, live: Lookup
+) -> Outcome:
+    """The blocking part: read the live Deployment, plan, apply what the plan says, write status."""
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-    generation = meta.get("generation", 1)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     stable_body = live("Deployment", owner.namespace, track_name(owner.name, STABLE))
     stable = TrackObservation.from_deployment(stable_body, LABEL_MODEL_VERSION) if stable_body else None
-
-    try:
-        spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        # The CRD schema catches almost everything; this guards objects stored before a schema change.
-        failure = ResolveFailure("InvalidSpec", _short_validation_error(exc), retryable=False)
-        seen = Observations(generation=generation, now=now, failure=failure, stable=stable)
-        return _finish(owner, old_status, plan(old_status, seen))
-
-    reuse = not resolve and old_status.model is not None and old_status.observed_generation == generation
-    if reuse:
-        seen = Observations(generation=generation, now=now, resolved=old_status.model, stable=stable)
-    else:
-        seen = Observations(generation=generation, now=now, stable=stable, **_resolve(owner, spec, settings))
-    decision = plan(old_status, seen)
-    if decision.serve is not None:
+    observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **seen)
+    decision = plan(old, observations)
+    if decision.serve is not None and spec is not None:
         _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
-    return _finish(owner, old_status, decision, retry=seen.failure)
-
-
-def _resolve(owner: Owner, spec: ModelDeploymentSpec, settings: Settings) -> dict:
-    try:
-        credentials = None
-        if spec.mlflow.credentials_secret:
-            data = objects.secret_data(owner.namespace, spec.mlflow.credentials_secret)
-            if data is None:
-                raise CredentialsSecretMissing(
-                    f"Secret {spec.mlflow.credentials_secret!r} named by spec.mlflow.credentialsSecret does not exist"
-                )
-            credentials = Credentials.from_secret_data(data)
-        with MlflowRegistry(spec.mlflow.tracking_uri, credentials, settings.registry_timeout_seconds) as registry:
-            return {"resolved": registry.resolve(spec.model)}
-    except RegistryError as exc:
-        return {"failure": ResolveFailure(exc.reason, str(exc), exc.retryable)}
+    return _finish(owner, old, decision, retry=observations.failure)
 
 
 def _apply_workload(
@@ -144,6 +158,18 @@ def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, retry: Res
         patch = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
     return Outcome(status=new, notices=notices(old.conditions, new.conditions), retry=retry)
+
+
+def _resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
+    """The status records what this generation's reference resolved to (not a last good version kept
+    while this generation's reference fails to resolve)."""
+    resolved = get_condition(status.conditions, "ModelResolved")
+    return (
+        status.model is not None
+        and status.observed_generation == generation
+        and resolved is not None
+        and resolved.status == "True"
+    )
 
 
 def _parse_status(raw: dict | None) -> ModelDeploymentStatus:

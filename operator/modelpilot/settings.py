@@ -15,8 +15,10 @@ class Settings:
     resolve_interval_seconds: float = 60.0
     # Read timeout of one MLflow request; connecting has its own 5 s bound.
     registry_timeout_seconds: float = 10.0
-    # Bound on concurrent blocking calls (MLflow, Kubernetes) across all ModelDeployments.
-    max_workers: int = 16
+    # Bounds on concurrent blocking calls across all ModelDeployments, one pool each, so a slow
+    # registry cannot starve the Kubernetes work.
+    registry_workers: int = 8
+    kube_workers: int = 8
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -26,5 +28,6 @@ class Settings:
             runtime_image=env.get("MODELPILOT_RUNTIME_IMAGE", defaults.runtime_image),
             resolve_interval_seconds=float(env.get("MODELPILOT_RESOLVE_INTERVAL", defaults.resolve_interval_seconds)),
             registry_timeout_seconds=float(env.get("MODELPILOT_REGISTRY_TIMEOUT", defaults.registry_timeout_seconds)),
-            max_workers=int(env.get("MODELPILOT_MAX_WORKERS", defaults.max_workers)),
+            registry_workers=int(env.get("MODELPILOT_REGISTRY_WORKERS", defaults.registry_workers)),
+            kube_workers=int(env.get("MODELPILOT_KUBE_WORKERS", defaults.kube_workers)),
         )

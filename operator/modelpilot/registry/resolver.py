@@ -1,0 +1,82 @@
+"""Shared, cached and coalesced resolution of model references, off the event loop.
+
+Many ModelDeployments often name the same model on the same server (one per region, tenant or
+namespace). Each distinct (server, credentials, reference) is asked once per `ttl` however many
+ModelDeployments name it, and concurrent askers share one request. Calls run in a bounded pool of their
+own, so a slow registry never holds the workers that apply objects and report status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..api.spec import ModelRef
+from ..api.status import ResolvedModel
+from .errors import RegistryError
+from .mlflow import Credentials, MlflowRegistry
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A resolved model, or the registry error that stood in the way."""
+
+    model: ResolvedModel | None = None
+    error: RegistryError | None = None
+
+
+def _key(tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> tuple:
+    # A digest, so that no secret is kept as a dict key longer than needed.
+    secret = repr((credentials.token, credentials.username, credentials.password)) if credentials else ""
+    return tracking_uri.rstrip("/"), hashlib.sha256(secret.encode()).hexdigest(), ref.name, ref.version, ref.alias
+
+
+class Resolver:
+    def __init__(self, workers: int, ttl_seconds: float, timeout_seconds: float):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry")
+        self._ttl = ttl_seconds
+        self._timeout = timeout_seconds
+        self._cache: dict[tuple, tuple[float, Resolution]] = {}
+        self._in_flight: dict[tuple, asyncio.Future] = {}
+        self._next_sweep = 0.0
+
+    async def resolve(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> Resolution:
+        key = _key(tracking_uri, credentials, ref)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        pending = self._in_flight.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self._pool, self._ask, tracking_uri, credentials, ref)
+            self._in_flight[key] = pending
+            pending.add_done_callback(lambda done: self._settle(key, done))
+        # shield: one caller being cancelled must not cancel the request the others wait on.
+        return await asyncio.shield(pending)
+
+    def _settle(self, key: tuple, done: asyncio.Future) -> None:
+        self._in_flight.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self._cache[key] = (time.monotonic() + self._ttl, done.result())
+        self._forget_expired()
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._ttl
+        for key in [k for k, (expires, _) in self._cache.items() if expires <= now]:
+            del self._cache[key]
+
+    def _ask(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> Resolution:
+        try:
+            with MlflowRegistry(tracking_uri, credentials, self._timeout) as registry:
+                return Resolution(model=registry.resolve(ref))
+        except RegistryError as exc:
+            return Resolution(error=exc)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
