@@ -7,6 +7,7 @@ not one per ModelDeployment), so a reconcile reads nothing it already knows.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import socket
@@ -86,14 +87,36 @@ async def on_spec(body, retry, deployments, services, autoscalers, **_):
     outcome = await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
     _post(body, outcome)
     if outcome and outcome.retry is not None and outcome.retry.retryable:
-        # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic timer keeps watching after that.
+        # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry.message, delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
-@kopf.timer(*MD, interval=SETTINGS.resolve_interval_seconds, initial_delay=SETTINGS.resolve_interval_seconds)
-async def on_interval(body, deployments, services, autoscalers, **_):
-    """Re-resolve periodically: a moved alias or a model registered later must be noticed."""
-    _post(body, await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers)))
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, **_) -> None:
+    """One loop for all ModelDeployments re-resolves them every interval, so a moved alias or a model
+    registered later is noticed. Not a kopf timer: that is a task per object and adds a finalizer,
+    which would make deleting a ModelDeployment (or its namespace) wait for the operator."""
+    memo.resync = asyncio.create_task(_resync_forever(modeldeployments, deployments, services, autoscalers))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_) -> None:
+    memo.resync.cancel()
+
+
+async def _resync_forever(modeldeployments, deployments, services, autoscalers) -> None:
+    live = _lookup(deployments, services, autoscalers)
+    while True:
+        await asyncio.sleep(SETTINGS.resolve_interval_seconds)
+        bodies = [body for store in list(modeldeployments.values()) for body in store]
+        # The pools bound the blocking work; the shared resolver asks each distinct reference once.
+        outcomes = await asyncio.gather(*(RECONCILER.reconcile(body, live) for body in bodies), return_exceptions=True)
+        for body, outcome in zip(bodies, outcomes):
+            if isinstance(outcome, BaseException):  # one object's failure must not end the loop for all
+                meta = body["metadata"]
+                log.error("periodic reconcile of %s/%s failed: %r", meta["namespace"], meta["name"], outcome)
+            else:
+                _post(body, outcome)
 
 
 @kopf.on.event(*MD)

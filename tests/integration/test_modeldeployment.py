@@ -71,6 +71,8 @@ def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, r
 
     st = wait_phase(kubectl, operator, ns, "fraud", "Ready", readyReplicas=2)
     assert st["observedGeneration"] == 1
+    # No finalizer: deleting a ModelDeployment or its namespace never waits for the operator.
+    assert "finalizers" not in get(kubectl, "mdep", "fraud", "-n", ns)["metadata"]
     assert st["model"]["version"] == "2" and len(st["model"]["runId"]) == 32
     assert condition(st, "Ready")["status"] == "True"
     assert condition(st, "ModelResolved")["reason"] == "Resolved"
