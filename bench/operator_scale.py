@@ -101,6 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=20, help="ModelDeployments in the baseline round")
     parser.add_argument("--large", type=int, default=200, help="ModelDeployments in the measured round")
+    parser.add_argument("--operator-log", help="keep a copy of the operator's log here")
     args = parser.parse_args()
 
     bin_dir = build_binaries()
@@ -118,6 +119,8 @@ def main() -> int:
             rounds = [run_round(kubectl, mlflow, n, tag) for n, tag in ((args.small, "small"), (args.large, "large"))]
         finally:
             stop_process(operator, timeout=15)
+            if args.operator_log:
+                Path(args.operator_log).write_bytes((cluster.workdir / "operator.log").read_bytes())
 
     small, large = rounds
     print(f"\nModelDeployments per round: baseline {small['count']}, measured {large['count']}")

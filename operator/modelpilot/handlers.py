@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import socket
 
 import kopf
 
 from .api import GROUP, PLURAL, VERSION
-from .reconcile import Outcome, Reconciler
+from .reconcile import Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
 from .settings import Settings
 
@@ -33,9 +32,8 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
-    settings.posting.reporting_component = "modelpilot"
-    settings.posting.reporting_instance = socket.gethostname()
+    # Our own Events are posted by kube/events.py; kopf's per-handler chatter stays in the log.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -75,17 +73,11 @@ def _lookup(deployments, services, autoscalers):
     return live
 
 
-def _post(body, outcome: Outcome | None) -> None:
-    for notice in outcome.notices if outcome else ():
-        (kopf.warn if notice.warning else kopf.info)(body, reason=notice.reason, message=notice.message)
-
-
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
 async def on_spec(body, retry, deployments, services, autoscalers, **_):
     outcome = await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
-    _post(body, outcome)
     if outcome and outcome.retry is not None and outcome.retry.retryable:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry.message, delay=min(300, 5 * 2 ** min(retry, 6)))
@@ -108,15 +100,20 @@ async def _resync_forever(modeldeployments, deployments, services, autoscalers) 
     live = _lookup(deployments, services, autoscalers)
     while True:
         await asyncio.sleep(SETTINGS.resolve_interval_seconds)
-        bodies = [body for store in list(modeldeployments.values()) for body in store]
-        # The pools bound the blocking work; the shared resolver asks each distinct reference once.
-        outcomes = await asyncio.gather(*(RECONCILER.reconcile(body, live) for body in bodies), return_exceptions=True)
-        for body, outcome in zip(bodies, outcomes):
-            if isinstance(outcome, BaseException):  # one object's failure must not end the loop for all
-                meta = body["metadata"]
-                log.error("periodic reconcile of %s/%s failed: %r", meta["namespace"], meta["name"], outcome)
-            else:
-                _post(body, outcome)
+        try:
+            await _resync_once(modeldeployments, live)
+        except Exception:  # the loop must outlive any one bad pass
+            log.exception("periodic resync failed; trying again next interval")
+
+
+async def _resync_once(modeldeployments, live) -> None:
+    bodies = [body for store in list(modeldeployments.values()) for body in store]
+    # The pools bound the blocking work; the shared resolver asks each distinct reference once.
+    outcomes = await asyncio.gather(*(RECONCILER.reconcile(body, live) for body in bodies), return_exceptions=True)
+    for body, outcome in zip(bodies, outcomes):
+        if isinstance(outcome, BaseException):  # one object's failure must not end the loop for all
+            meta = body["metadata"]
+            log.error("periodic reconcile of %s/%s failed: %r", meta["namespace"], meta["name"], outcome)
 
 
 @kopf.on.event(*MD)
@@ -132,4 +129,4 @@ async def on_owned_event(namespace, labels, modeldeployments, deployments, servi
     """An owned object changed: report its readiness and put back any hand edit of what we manage."""
     live = _lookup(deployments, services, autoscalers)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        _post(owner, await RECONCILER.reconcile(owner, live, resolve=False))
+        await RECONCILER.reconcile(owner, live, resolve=False)

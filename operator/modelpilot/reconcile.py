@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from .api import GROUP, KIND, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
 from .api.status import ResolvedModel
 from .kube import objects
+from .kube.events import post_event
 from .registry.errors import CredentialsSecretMissing
 from .registry.mlflow import Credentials
 from .registry.resolver import Resolver
@@ -157,7 +158,10 @@ def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, retry: Res
         # A merge patch keeps keys it is not told about: clear the ones that went away.
         patch = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
-    return Outcome(status=new, notices=notices(old.conditions, new.conditions), retry=retry)
+    news = notices(old.conditions, new.conditions)
+    for notice in news:
+        post_event(owner.involved(), notice.warning, notice.reason, notice.message)
+    return Outcome(status=new, notices=news, retry=retry)
 
 
 def _resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:

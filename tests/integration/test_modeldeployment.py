@@ -124,6 +124,12 @@ def test_moving_an_alias_in_mlflow_rolls_out_without_a_spec_change(kubectl, oper
     set_alias(mlflow, name, "champion", v2)
     st = wait_phase(kubectl, operator, ns, "a", "Ready", model__version=v2, stable__version=v2)
     assert st["model"]["alias"] == "champion" and st["observedGeneration"] == 1
+    # The periodic resync noticed it, and says so where people look.
+    (event,) = wait_for(
+        lambda: [e for e in events(kubectl, ns, "a") if e["reason"] == "Resolved" and f"-> version {v2}" in e["message"]],
+        "a Resolved Event for the new version",
+    )
+    assert event["type"] == "Normal" and event["source"]["component"] == "modelpilot"
 
 
 def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(

@@ -21,6 +21,7 @@ _PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Secret": "secrets",
     "ModelDeployment": "modeldeployments",
+    "Event": "events",
 }
 
 
@@ -30,7 +31,7 @@ def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
     return f"{url}/{name}" if name else url
 
 
-def _call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
+def call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
     """One request through the client's auth and TLS; the JSON answer, or ApiException on an error status."""
     client = api_client()
     headers = {"Accept": "application/json"}
@@ -50,7 +51,7 @@ def _call(method: str, url: str, body: object = None, query: list | None = None,
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
     try:
-        return _call("GET", path(api_version, kind, namespace, name))
+        return call("GET", path(api_version, kind, namespace, name))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -67,7 +68,7 @@ def apply(desired: dict, live: dict | None) -> bool:
         return False
     meta = desired["metadata"]
     url = path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
-    _call(
+    call(
         "PATCH",
         url,
         body=desired,
@@ -80,7 +81,7 @@ def apply(desired: dict, live: dict | None) -> bool:
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
     try:
-        _call("DELETE", path(api_version, kind, namespace, name))
+        call("DELETE", path(api_version, kind, namespace, name))
         return True
     except ApiException as exc:
         if exc.status == 404:
@@ -90,7 +91,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
 
 def patch_status(api_version: str, kind: str, namespace: str, name: str, status: dict) -> None:
     """Replace the status with a merge patch on the status subresource."""
-    _call(
+    call(
         "PATCH",
         path(api_version, kind, namespace, name) + "/status",
         body={"status": status},

@@ -24,5 +24,9 @@ class Owner:
             "blockOwnerDeletion": True,
         }
 
+    def involved(self) -> dict:
+        """The ModelDeployment as an Event's involvedObject."""
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": self.name, "namespace": self.namespace, "uid": self.uid}
+
     def metadata(self, name: str, labels: dict[str, str]) -> dict:
         return {"name": name, "namespace": self.namespace, "labels": labels, "ownerReferences": [self.reference()]}
