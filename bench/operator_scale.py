@@ -3,7 +3,7 @@
 Starts the local control plane, a real MLflow server with one registered model and the operator, then
 runs two rounds in fresh namespaces: a baseline of SMALL ModelDeployments and a round of LARGE ones. For
 each round it measures the time until every one is Ready and the API requests the cluster served, while
-converging and over one idle resolve interval. It prints the per-ModelDeployment figures of both rounds
+converging and over three idle resolve intervals. It prints the per-ModelDeployment figures of both rounds
 and their ratios (large / small): near 1.0 means the cost per object does not grow with the count.
 
     .venv/bin/python bench/operator_scale.py [--small 20] [--large 200]
@@ -52,7 +52,8 @@ def operator_requests(delta: Counter) -> int:
     return sum(n for (verb, resource), n in delta.items() if resource in kinds and verb != "LIST")
 
 
-def run_round(kubectl: list[str], mlflow, count: int, tag: str) -> dict:
+def run_round(kubectl: list[str], mlflow, count: int, tag: str, existing: int) -> dict:
+    """One round of `count` new ModelDeployments; `existing` others are already there (and resync too)."""
     namespace = f"scale-{tag}"
     subprocess.run([*kubectl, "create", "namespace", namespace], check=True, capture_output=True)
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": namespace},
@@ -86,14 +87,15 @@ def run_round(kubectl: list[str], mlflow, count: int, tag: str) -> dict:
         time.sleep(1)
     converge_seconds = time.monotonic() - start
     converged = api_requests(kubectl)
-    time.sleep(RESOLVE_INTERVAL + 5)  # one full resolve interval of an unchanged world
+    idle_window = 3 * RESOLVE_INTERVAL  # three resync passes of an unchanged world
+    time.sleep(idle_window)
     idle = api_requests(kubectl)
-    idle_window = RESOLVE_INTERVAL + 5
     return {
         "count": count,
         "converge_s": converge_seconds,
         "converge_requests": operator_requests(converged - before),
-        "idle_requests_per_min": operator_requests(idle - converged) * 60 / idle_window,
+        # Per minute and per ModelDeployment present, this round's and earlier ones alike.
+        "idle_requests_per_min": operator_requests(idle - converged) * 60 / idle_window * count / (count + existing),
     }
 
 
@@ -116,7 +118,10 @@ def main() -> int:
         operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, cluster.workdir / "operator.log")
         try:
             time.sleep(5)
-            rounds = [run_round(kubectl, mlflow, n, tag) for n, tag in ((args.small, "small"), (args.large, "large"))]
+            rounds = [
+                run_round(kubectl, mlflow, args.small, "small", existing=0),
+                run_round(kubectl, mlflow, args.large, "large", existing=args.small),
+            ]
         finally:
             stop_process(operator, timeout=15)
             if args.operator_log:
