@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +107,8 @@ def main() -> int:
     parser.add_argument("--operator-log", help="keep a copy of the operator's log here")
     args = parser.parse_args()
 
+    # SIGTERM unwinds like Ctrl-C, so the cluster, MLflow and the operator are all stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bin_dir = build_binaries()
     with LocalCluster(bin_dir=bin_dir, nodes=3) as cluster, mlflow_server() as mlflow:
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]

@@ -31,7 +31,7 @@ def say(message: str) -> None:
 def main() -> int:
     # Ctrl-C and SIGTERM both unwind, so the MLflow server and the operator are stopped too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     say("building (or reusing) the control plane binaries")
     bin_dir = build_binaries()
     say("starting the local control plane")
