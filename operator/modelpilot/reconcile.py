@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -26,7 +26,7 @@ from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
-from .rollout.conditions import Notice, get_condition, notices
+from .rollout.conditions import get_condition, notices
 from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, plan
 from .settings import Settings
 
@@ -40,7 +40,6 @@ Lookup = Callable[[str, str, str], "dict | None"]
 @dataclass
 class Outcome:
     status: ModelDeploymentStatus
-    notices: list[Notice] = field(default_factory=list)
     retry: ResolveFailure | None = None
 
 
@@ -158,10 +157,9 @@ def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, retry: Res
         # A merge patch keeps keys it is not told about: clear the ones that went away.
         patch = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
-    news = notices(old.conditions, new.conditions)
-    for notice in news:
+    for notice in notices(old.conditions, new.conditions):
         post_event(owner.involved(), notice.warning, notice.reason, notice.message)
-    return Outcome(status=new, notices=news, retry=retry)
+    return Outcome(status=new, retry=retry)
 
 
 def _resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
