@@ -1,4 +1,4 @@
-"""kopf wiring: which events trigger a reconcile, and how its outcome becomes Events and retries.
+"""kopf wiring: which events trigger a reconcile, and when a failure is retried with backoff.
 
 Handlers are async and thin; the reconciler runs every blocking Kubernetes and MLflow call in a bounded
 pool of its own, so none stalls the event loop. Owned objects are cached in kopf indexes (one watch per kind,
@@ -42,23 +42,12 @@ def _snapshot(body) -> dict:
     return copy.deepcopy(dict(body))
 
 
-@kopf.index(*MD)
-async def modeldeployments(namespace, name, body, **_):
-    return {(namespace, name): _snapshot(body)}
-
-
-@kopf.index("apps", "v1", "deployments", labels=OWNED)
-async def deployments(namespace, name, body, **_):
-    return {(namespace, name): _snapshot(body)}
-
-
-@kopf.index("v1", "services", labels=OWNED)
-async def services(namespace, name, body, **_):
-    return {(namespace, name): _snapshot(body)}
-
-
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-async def autoscalers(namespace, name, body, **_):
+@kopf.index(*MD, id="modeldeployments")
+@kopf.index("apps", "v1", "deployments", labels=OWNED, id="deployments")
+@kopf.index("v1", "services", labels=OWNED, id="services")
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED, id="autoscalers")
+async def by_name(namespace, name, body, **_):
+    """In-memory copies of ModelDeployments and what they own, keyed by (namespace, name)."""
     return {(namespace, name): _snapshot(body)}
 
 
