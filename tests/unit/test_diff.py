@@ -1,4 +1,8 @@
-from modelpilot.kube.diff import holds
+from modelpilot.kube.diff import difference
+
+
+def holds(live, desired) -> bool:
+    return difference(live, desired) is None
 
 
 def test_server_defaults_and_foreign_fields_are_ignored():
@@ -19,3 +23,7 @@ def test_lists_are_owned_whole():
 def test_quantities_compare_as_text_but_booleans_do_not():
     assert holds({"cpu": "1"}, {"cpu": 1})
     assert not holds({"flag": "True"}, {"flag": True})
+
+
+def test_the_first_difference_is_named_by_its_path():
+    assert difference({"spec": {"template": {"args": ["a"]}}}, {"spec": {"template": {"args": ["b"]}}}) == ".spec.template.args[0]"

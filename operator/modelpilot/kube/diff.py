@@ -33,7 +33,3 @@ def difference(live: Any, desired: Any, path: str = "") -> str | None:
     if isinstance(desired, bool) or isinstance(live, bool):
         return None if live is desired else path
     return None if str(live) == str(desired) else path
-
-
-def holds(live: Any, desired: Any) -> bool:
-    return difference(live, desired) is None
