@@ -1,8 +1,8 @@
 """kopf wiring: which events trigger a reconcile, and when a failure is retried with backoff.
 
 Handlers are async and thin; the reconciler runs every blocking Kubernetes and MLflow call in a bounded
-pool of its own, so none stalls the event loop. Owned objects are cached in kopf indexes (one watch per kind,
-not one per ModelDeployment), so a reconcile reads nothing it already knows.
+pool of its own, so none stalls the event loop. Owned objects and the pods of model versions are cached in
+kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile reads nothing it already knows.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from dataclasses import dataclass
 
 import kopf
 
 from .api import GROUP, PLURAL, VERSION
 from .reconcile import Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
+from .rollout import health
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     )
     # Our own Events are posted by kube/events.py; kopf's per-handler chatter stays in the log.
     settings.posting.enabled = False
+    # The API server filters pods, so the operator never receives the rest of the cluster's pods.
+    settings.watching.label_selectors["v1", "pods"] = ",".join(f"{k}={v}" for k, v in OWNED.items())
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -51,33 +55,50 @@ async def by_name(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
-def _lookup(deployments, services, autoscalers):
-    by_kind = {"Deployment": deployments, "Service": services, "HorizontalPodAutoscaler": autoscalers}
+@kopf.index("v1", "pods", labels=OWNED, id="pods")
+async def pods_by_owner(namespace, labels, body, **_):
+    """Pods keyed by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod;
+    trimmed to what the start-failure judgement reads, since pods are many."""
+    owner = labels.get(LABEL_DEPLOYMENT)
+    return {(namespace, owner): health.essentials(dict(body))} if owner else {}
 
-    def live(kind: str, namespace: str, name: str) -> dict | None:
-        for body in by_kind[kind].get((namespace, name), ()):
+
+@dataclass(frozen=True)
+class _Indexed:
+    """The reconciler's view of the cluster (`reconcile.Lookup`), answered from kopf's indexes."""
+
+    deployments: kopf.Index
+    services: kopf.Index
+    autoscalers: kopf.Index
+    pod_index: kopf.Index
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers}
+        for body in index[kind].get((namespace, name), ()):
             return body
         return None
 
-    return live
+    def pods(self, namespace: str, deployment: str) -> list[dict]:
+        return list(self.pod_index.get((namespace, deployment), ()))
 
 
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
-async def on_spec(body, retry, deployments, services, autoscalers, **_):
-    outcome = await RECONCILER.reconcile(_snapshot(body), _lookup(deployments, services, autoscalers))
+async def on_spec(body, retry, deployments, services, autoscalers, pods, **_):
+    outcome = await RECONCILER.reconcile(_snapshot(body), _Indexed(deployments, services, autoscalers, pods))
     if outcome and outcome.retry is not None and outcome.retry.retryable:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry.message, delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
 @kopf.on.startup()
-async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, **_) -> None:
+async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, pods, **_) -> None:
     """One loop for all ModelDeployments re-resolves them every interval, so a moved alias or a model
     registered later is noticed. Not a kopf timer: that is a task per object and adds a finalizer,
     which would make deleting a ModelDeployment (or its namespace) wait for the operator."""
-    memo.resync = asyncio.create_task(_resync_forever(modeldeployments, deployments, services, autoscalers))
+    live = _Indexed(deployments, services, autoscalers, pods)
+    memo.resync = asyncio.create_task(_resync_forever(modeldeployments, live))
 
 
 @kopf.on.cleanup()
@@ -85,8 +106,7 @@ async def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.resync.cancel()
 
 
-async def _resync_forever(modeldeployments, deployments, services, autoscalers) -> None:
-    live = _lookup(deployments, services, autoscalers)
+async def _resync_forever(modeldeployments, live) -> None:
     while True:
         await asyncio.sleep(SETTINGS.resolve_interval_seconds)
         try:
@@ -114,8 +134,10 @@ async def on_modeldeployment_event(type, uid, **_):
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, **_):
-    """An owned object changed: report its readiness and put back any hand edit of what we manage."""
-    live = _lookup(deployments, services, autoscalers)
+@kopf.on.event("v1", "pods", labels=OWNED)
+async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, pods, **_):
+    """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
+    back any hand edit of what we manage."""
+    live = _Indexed(deployments, services, autoscalers, pods)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
         await RECONCILER.reconcile(owner, live, resolve=False)

@@ -12,7 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -26,6 +26,7 @@ from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
+from .rollout import health
 from .rollout.conditions import get_condition, notices
 from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, plan
 from .settings import Settings
@@ -33,8 +34,15 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# (kind, namespace, name) -> the live object we own, answered from kopf's in-memory indexes.
-Lookup = Callable[[str, str, str], "dict | None"]
+
+class Lookup(Protocol):
+    """The live objects a ModelDeployment owns, answered from kopf's in-memory indexes."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        """The owned Deployment, Service or HorizontalPodAutoscaler of that name, if it exists."""
+
+    def pods(self, namespace: str, deployment: str) -> list[dict]:
+        """The pods of a ModelDeployment, every track and version, as `health.essentials` keeps them."""
 
 
 @dataclass
@@ -120,13 +128,20 @@ class Reconciler:
 def _converge(
     body: dict, spec: ModelDeploymentSpec | None, old: ModelDeploymentStatus, seen: dict, settings: Settings, live: Lookup
 ) -> Outcome:
-    """The blocking part: read the live Deployment, plan, apply what the plan says, write status."""
+    """The blocking part: read the live Deployment and pods, plan, apply what the plan says, write status."""
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    stable_body = live("Deployment", owner.namespace, track_name(owner.name, STABLE))
-    stable = TrackObservation.from_deployment(stable_body, LABEL_MODEL_VERSION) if stable_body else None
-    observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **seen)
+    stable_body = live.get("Deployment", owner.namespace, track_name(owner.name, STABLE))
+    stable, pods_seen = None, {}
+    if stable_body is not None:
+        stable = TrackObservation.from_deployment(stable_body, LABEL_MODEL_VERSION)
+        pods = live.pods(owner.namespace, owner.name)
+        pods_seen = {
+            "start_failure": health.start_failure(stable_body, pods, LABEL_MODEL_VERSION),
+            "ready_versions": health.ready_versions(stable_body, pods, LABEL_MODEL_VERSION),
+        }
+    observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **pods_seen, **seen)
     decision = plan(old, observations)
     if decision.serve is not None and spec is not None:
         _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
@@ -138,10 +153,10 @@ def _apply_workload(
 ) -> None:
     desired = [
         (workload.deployment(owner, spec, model, settings.runtime_image, STABLE), stable_body),
-        (workload.service(owner, spec), live("Service", owner.namespace, owner.name)),
+        (workload.service(owner, spec), live.get("Service", owner.namespace, owner.name)),
     ]
     hpa = workload.autoscaler(owner, spec)
-    live_hpa = live("HorizontalPodAutoscaler", owner.namespace, owner.name)
+    live_hpa = live.get("HorizontalPodAutoscaler", owner.namespace, owner.name)
     if hpa is not None:
         desired.append((hpa, live_hpa))
     elif live_hpa is not None:

@@ -51,7 +51,12 @@ def test_chart_lints_and_installs(kube_cluster, kubectl, namespace):
             ("get", "secrets", "", "yes"),
             ("list", "secrets", "", "no"),
             ("update", "modeldeployments.modelpilot.io", "", "no"),
+            ("watch", "pods", "", "yes"),
+            ("list", "pods", "", "yes"),
             ("create", "pods", "", "no"),
+            ("delete", "pods", "", "no"),
+            ("get", "pods", "log", "no"),
+            ("create", "pods", "exec", "no"),
         ]:
             args = ["auth", "can-i", verb, resource, f"--subresource={subresource}", "--as", sa, "-n", "default"]
             answer = kubectl(*args).stdout.strip()

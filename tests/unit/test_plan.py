@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
-from modelpilot.rollout.conditions import get_condition, notices
+from modelpilot.rollout.conditions import Notice, get_condition, notices
+from modelpilot.rollout.health import StartFailure
 from modelpilot.rollout.plan import Observations, ResolveFailure, TrackObservation, plan
 
 V1 = ResolvedModel(name="m", version="1", source="s")
@@ -102,3 +103,72 @@ def test_a_newly_resolved_version_is_news():
     first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
     moved = plan(first, seen(resolved=V2, stable=track())).status
     assert [n.reason for n in notices(first.conditions, moved.conditions)] == ["Resolved"]
+
+
+REFUSED = StartFailure("RequirementsRefused", "fetch-model exited 6: requirements mismatch (policy Refuse)", "fetch-model", 6)
+
+
+def rolling(version="2", ready=2) -> TrackObservation:
+    """Version `version` rolling out on 2 replicas: its new pod is not ready, old ready pods keep serving."""
+    return track(version=version, replicas=2, ready=ready, updated=1, total=3)
+
+
+def test_new_pods_that_cannot_start_while_the_old_version_serves_is_degraded():
+    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
+    assert result.serve == V2  # the Deployment keeps what the spec says; old pods keep serving meanwhile
+    st = result.status
+    assert st.phase == "Degraded"
+    assert st.message == (
+        "version 2 cannot start: fetch-model exited 6: requirements mismatch (policy Refuse); still serving version 1"
+    )
+    assert cond(st, "Degraded") == ("True", "RequirementsRefused")
+    assert cond(st, "Progressing") == ("False", "RequirementsRefused")
+    assert cond(st, "Ready") == ("True", "Serving")
+    assert get_condition(st.conditions, "Degraded").message == st.message
+
+
+def test_new_pods_that_cannot_start_with_nothing_serving_is_failed():
+    st = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0, updated=2), start_failure=REFUSED)).status
+    assert st.phase == "Failed"
+    assert st.message.startswith("version 1 cannot start: fetch-model exited 6")
+    assert cond(st, "Ready") == ("False", "RequirementsRefused")
+    assert cond(st, "Progressing") == ("False", "RequirementsRefused")
+    assert cond(st, "Degraded") == ("False", "NothingServing")
+
+
+def test_a_failure_of_the_pods_of_another_version_is_not_this_rollouts():
+    # The live template still runs version 1; version 2 is about to be applied.
+    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(version="1"), start_failure=REFUSED))
+    assert result.status.phase == "Progressing"
+
+
+def test_the_report_clears_when_the_pods_start():
+    stuck = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
+    starting = plan(stuck.status, seen(now="2026-01-01T00:01:00Z", resolved=V2, stable=rolling(), ready_versions=("1",)))
+    assert starting.status.phase == "Progressing"
+    assert cond(starting.status, "Degraded") == ("False", "Healthy")
+    assert cond(starting.status, "Progressing") == ("True", "RollingOut")
+    done = plan(starting.status, seen(resolved=V2, stable=track(version="2"), ready_versions=("2",)))
+    assert done.status.phase == "Ready"
+
+
+def test_a_stuck_rollout_is_one_warning_event_however_many_conditions_say_it():
+    start = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), ready_versions=("1",))).status
+    degraded = plan(start, seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
+    assert notices(start.conditions, degraded.conditions) == [
+        Notice(warning=True, reason="RequirementsRefused", message=degraded.message),
+        Notice(warning=False, reason="Serving", message="still serving version 1"),
+    ]
+    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0))).status
+    failed = plan(first, seen(resolved=V1, stable=track(ready=0), start_failure=REFUSED)).status
+    assert [(n.warning, n.reason) for n in notices(first.conditions, failed.conditions)] == [(True, "RequirementsRefused")]
+    # The kubelet retrying changes nothing worth another Event.
+    again = plan(degraded, seen(now="2026-01-01T00:05:00Z", resolved=V2, stable=rolling(), start_failure=REFUSED,
+                                ready_versions=("1",))).status
+    assert notices(degraded.conditions, again.conditions) == []
+
+
+def test_a_finished_rollout_is_not_an_event():
+    rolling_out = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=rolling(version="1"))).status
+    done = plan(rolling_out, seen(resolved=V1, stable=track())).status
+    assert [n.reason for n in notices(rolling_out.conditions, done.conditions)] == ["Serving"]

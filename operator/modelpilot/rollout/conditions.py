@@ -50,7 +50,10 @@ _NEWSWORTHY = {
     ("ModelResolved", "False"): True,
     ("Ready", "True"): False,
     ("Degraded", "True"): True,
+    # A rollout that stopped for a reason other than being done: the only news when nothing serves.
+    ("Progressing", "False"): True,
 }
+_UNREMARKABLE = {("Progressing", "RolloutComplete")}
 
 
 def _identity(cond: Condition) -> tuple:
@@ -61,13 +64,14 @@ def _identity(cond: Condition) -> tuple:
 
 
 def notices(before: list[Condition], after: list[Condition]) -> list[Notice]:
-    """Events for conditions whose status or reason changed between two statuses."""
-    out = []
+    """Events for conditions whose status or reason changed between two statuses, one per reason:
+    a failure usually moves several conditions at once, and one Event says it."""
+    out: dict[str, Notice] = {}
     for cond in after:
         old = get_condition(before, cond.type)
         if old is not None and _identity(old) == _identity(cond):
             continue
         warning = _NEWSWORTHY.get((cond.type, cond.status))
-        if warning is not None:
-            out.append(Notice(warning=warning, reason=cond.reason, message=cond.message))
-    return out
+        if warning is not None and (cond.type, cond.reason) not in _UNREMARKABLE:
+            out.setdefault(cond.reason, Notice(warning=warning, reason=cond.reason, message=cond.message))
+    return list(out.values())

@@ -1,7 +1,8 @@
 """The reconcile decision, pure: (spec, status, observations) -> (new status, which version to serve).
 
-The shell gathers observations (the registry's answer, the live Deployment), calls `plan`, then applies
-what it returns. Nothing here talks to a server, so every branch is a plain unit test.
+The shell gathers observations (the registry's answer, the live Deployment, why its new pods cannot start
+if they cannot), calls `plan`, then applies what it returns. Nothing here talks to a server, so every
+branch is a plain unit test.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from ..api.status import ModelDeploymentStatus, ResolvedModel, TrackStatus
 from .conditions import set_condition
+from .health import StartFailure
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Observations:
     resolved: ResolvedModel | None = None
     failure: ResolveFailure | None = None
     stable: TrackObservation | None = None
+    # Why the pods of the stable Deployment's current template cannot start (rollout/health.py).
+    start_failure: StartFailure | None = None
+    # Model versions with ready pods on the stable track: who still serves while a new version fails.
+    ready_versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,11 +137,14 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
     via = f"alias {model.alias!r} -> " if model.alias else ""
     cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
     cond("Degraded", False, "Healthy", "")
-    if stable is not None and stable.version == model.version and stable.rolled_out:
+    current = stable is not None and stable.version == model.version
+    if current and stable.rolled_out:
         message = f"serving {model.name} version {model.version} on {stable.ready_replicas} ready replicas"
         cond("Progressing", False, "RolloutComplete", message)
         cond("Ready", True, "Serving", message)
         new.phase, new.message = "Ready", message
+    elif current and seen.start_failure is not None:
+        _report_stuck(new, cond, model, stable, seen)
     else:
         progress = f"{stable.ready_replicas}/{stable.replicas} replicas ready" if stable else "creating its Deployment"
         message = f"rolling out {model.name} version {model.version}: {progress}"
@@ -143,6 +152,31 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
         cond("Ready", False, "ReplicasNotReady", message)
         new.phase, new.message = "Progressing", message
     return Plan(status=new, serve=model)
+
+
+def _report_stuck(
+    new: ModelDeploymentStatus, cond, model: ResolvedModel, stable: TrackObservation, seen: Observations
+) -> None:
+    """The new version's pods cannot start: Degraded while anything still serves, Failed otherwise."""
+    failure = seen.start_failure
+    older = [v for v in seen.ready_versions if v != model.version]
+    if older:
+        serving = f"still serving version {', '.join(older)}"
+    elif stable.ready_replicas > 0:
+        serving = f"{stable.ready_replicas}/{stable.replicas} replicas of version {model.version} ready"
+    else:
+        serving = ""
+    summary = f"version {model.version} cannot start: {failure.message}" + (f"; {serving}" if serving else "")
+    cond("Progressing", False, failure.reason, summary)
+    if serving:
+        cond("Degraded", True, failure.reason, summary)
+        cond("Ready", True, "Serving", serving)
+        new.phase = "Degraded"
+    else:
+        cond("Degraded", False, "NothingServing", "no version serves")
+        cond("Ready", False, failure.reason, summary)
+        new.phase = "Failed"
+    new.message = summary
 
 
 def _setter(status: ModelDeploymentStatus, seen: Observations):
