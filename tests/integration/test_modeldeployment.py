@@ -12,6 +12,11 @@ import time
 import pytest
 import yaml
 
+from modelpilot.api import ModelDeploymentSpec, ResolvedModel
+from modelpilot.kube.diff import difference
+from modelpilot.render import workload
+from modelpilot.render.owner import Owner
+
 from tests.support.mlflow import register_sklearn_model, set_alias
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
@@ -270,6 +275,17 @@ def test_bad_spec_change_leaves_the_serving_version_untouched(
         ({"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "exactly one of setWeight, pause or analysis"),
         ({"rollout": {"steps": [{"pause": {"duration": "soon"}}]}}, "spec.rollout.steps[0].pause.duration"),
         ({"mlflow": {"trackingUri": "mlflow:5000"}}, "spec.mlflow.trackingUri"),
+        ({"pod": {"labels": {"app.kubernetes.io/instance": "x"}}}, "must not set app.kubernetes.io/instance: the operator"),
+        ({"pod": {"labels": {"modelpilot.io/track": "canary"}}}, "must not set modelpilot.io/track: the operator"),
+        ({"pod": {"labels": {"team/": "a"}}}, "spec.pod.labels: Invalid value: keys must be qualified names"),
+        ({"pod": {"nodeSelector": {"pool": "gpu nodes"}}}, "spec.pod.nodeSelector.pool"),
+        ({"pod": {"tolerations": [{"effect": "NoSchedule"}]}}, "a toleration without a key must use operator Exists"),
+        ({"pod": {"tolerations": [{"key": "gpu", "tolerationSeconds": 5}]}}, "tolerationSeconds needs effect NoExecute"),
+        ({"pod": {"affinity": {"nodeAfinity": {}}}}, 'unknown field "spec.pod.affinity.nodeAfinity"'),
+        (
+            {"pod": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Maybe"}]}},
+            "spec.pod.topologySpreadConstraints[0].whenUnsatisfiable",
+        ),
     ],
 )
 def test_schema_and_cel_reject_bad_specs_at_apply(kubectl, crds, namespace, spec, message):
@@ -278,6 +294,40 @@ def test_schema_and_cel_reject_bad_specs_at_apply(kubectl, crds, namespace, spec
     result = kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_pod_settings_are_accepted_and_their_deployment_reads_back_unchanged(kubectl, crds, namespace):
+    """What the API server keeps of a rendered pod template is what was rendered: no drift forever."""
+    empty_selector_term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {}}, "namespaces": []}
+    pod = {
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "value": "ml", "effect": "NoExecute", "tolerationSeconds": 30},
+        ],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": empty_selector_term},
+        ]}},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        ],
+        "priorityClassName": "model-serving",
+        "serviceAccountName": "fraud-model",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "labels": {"team": "fraud"},
+        "annotations": {"cost-center": "ml-42"},
+    }  # fmt: skip
+    body = yaml.safe_load(manifest(namespace, "placed", "http://mlflow:5000", {"name": "m", "version": "1"}, pod=pod))
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
+    stored = ModelDeploymentSpec.model_validate(get(kubectl, "mdep", "placed", "-n", namespace)["spec"])
+    model = ResolvedModel(name="m", version="1", run_id="r" * 32, source="models:/m-1")
+    for track in ("stable", "canary"):
+        # No ownerReference: the ModelDeployment is not the owner here, only the source of the spec.
+        rendered = workload.deployment(Owner("placed", namespace, "uid"), stored, model, "img:1", track)
+        del rendered["metadata"]["ownerReferences"]
+        kubectl("apply", "--server-side", "--field-manager=modelpilot.io", "-f", "-", input=json.dumps(rendered), check=True)
+        live = get(kubectl, "deployment", rendered["metadata"]["name"], "-n", namespace)
+        assert difference(live, rendered) is None
 
 
 def test_name_too_long_for_owned_objects_is_rejected(kubectl, crds, namespace):

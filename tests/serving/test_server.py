@@ -46,6 +46,20 @@ def test_predictions_equal_the_models_own(main_server: ServerProcess, registered
     assert csv.json()["predictions"] == registered.holdout_predictions[:10]
 
 
+def test_answers_name_the_model_version_and_track(main_server: ServerProcess, registered: RegisteredModels):
+    rows = registered.holdout.iloc[:5]
+    scored = main_server.client.post("/invocations", json=split(rows))
+    rejected = main_server.client.post("/invocations", content=b"{not json", headers={"Content-Type": "application/json"})
+    probes = [main_server.client.get(path) for path in ("/health", "/ready", "/ping")]
+    for response in (scored, rejected, *probes):
+        assert response.headers["modelpilot-model-name"] == "serving-clf"
+        assert response.headers["modelpilot-model-version"] == "1"
+        assert response.headers["modelpilot-track"] == "canary"
+    # The bodies are MLflow's own, untouched.
+    assert scored.json() == {"predictions": registered.holdout_predictions[:5]}
+    assert rejected.status_code == 400 and set(rejected.json()) >= {"error_code", "message"}
+
+
 def test_metrics_move_with_traffic_and_errors(main_server: ServerProcess, registered: RegisteredModels):
     before = samples(main_server)
     for start in range(0, 50, 10):

@@ -51,8 +51,45 @@ def test_cel_rules_guard_what_the_schema_alone_cannot():
         "minReplicas must not exceed maxReplicas",
         "each step sets exactly one of setWeight, pause or analysis",
         "metadata.name must be a DNS label of at most 56 characters",
+        "a toleration without a key must use operator Exists",
+        "a toleration with operator Exists takes no value",
+        "tolerationSeconds needs effect NoExecute",
+        "minDomains needs whenUnsatisfiable DoNotSchedule",
+        "a labelSelector needs matchLabels or matchExpressions",
+        "operators In and NotIn need values",
     ):
         assert message in text
+
+
+def _pod_schema():
+    return _schema()["properties"]["spec"]["properties"]["pod"]
+
+
+def test_pod_labels_reject_the_operators_labels_and_malformed_keys():
+    labels = _pod_schema()["properties"]["labels"]
+    keys, reserved = labels["x-kubernetes-validations"]
+    assert keys["message"].startswith("keys must be qualified names") and "k.matches(" in keys["rule"]
+    assert reserved["message"].startswith("must not set the labels the operator sets and selects pods by")
+    for key in ("app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+        assert f"'{key}'" in reserved["rule"] and key in reserved["message"]
+    assert "k.startsWith('modelpilot.io/')" in reserved["rule"]
+    assert reserved["messageExpression"].startswith("'must not set ' + self.filter(k, ")
+    assert (labels["additionalProperties"]["maxLength"], labels["maxProperties"]) == (63, 64)
+    # The same key check on every other map of pod metadata and scheduling.
+    for name in ("nodeSelector", "annotations"):
+        (rule,) = _pod_schema()["properties"][name]["x-kubernetes-validations"]
+        assert rule == keys
+
+
+def test_only_affinity_is_passed_through():
+    passed = [path for path, node in _walk(_pod_schema(), "pod") if node.get("x-kubernetes-preserve-unknown-fields")]
+    assert passed == ["pod.affinity.nodeAffinity", "pod.affinity.podAffinity", "pod.affinity.podAntiAffinity"]
+    toleration = _pod_schema()["properties"]["tolerations"]["items"]["properties"]
+    assert toleration["operator"]["enum"] == ["Exists", "Equal"]
+    assert toleration["effect"]["enum"] == ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    spread = _pod_schema()["properties"]["topologySpreadConstraints"]
+    assert spread["items"]["properties"]["whenUnsatisfiable"]["enum"] == ["DoNotSchedule", "ScheduleAnyway"]
+    assert spread["x-kubernetes-list-map-keys"] == ["topologyKey", "whenUnsatisfiable"]
 
 
 def test_names_and_columns():

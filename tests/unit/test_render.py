@@ -1,11 +1,13 @@
-"""Rendered objects: labels, ownership, the restricted pod profile, autoscaling."""
+"""Rendered objects: labels, ownership, the restricted pod profile, autoscaling, spec.pod on every track."""
 
 from __future__ import annotations
 
 from modelpilot.api import ModelDeploymentSpec
+from modelpilot.api.pod import RESERVED_LABEL_PREFIX, RESERVED_LABELS, PodTemplate
 from modelpilot.api.status import ResolvedModel
 from modelpilot.render import workload
-from modelpilot.render.labels import label_value
+from modelpilot.render.labels import CANARY, STABLE, label_value, track_selector
+from modelpilot.render.pod import template_metadata
 from modelpilot.render.owner import Owner
 
 OWNER = Owner(name="fraud", namespace="ml", uid="1234")
@@ -92,16 +94,116 @@ def test_label_value_is_always_valid():
     assert label_value("--a--") == "a"
 
 
-def test_nothing_empty_is_rendered_since_the_server_would_drop_it():
-    def empties(node, path=""):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if v in ({}, []) and k != "emptyDir":
-                    yield f"{path}.{k}"
-                yield from empties(v, f"{path}.{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                yield from empties(v, f"{path}[{i}]")
+GPU_POD = {
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu"]}]}]
+            }
+        }
+    },
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {
+            "maxSkew": 2,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"team": "fraud"}},
+            "matchLabelKeys": ["pod-template-hash"],
+        },
+    ],
+    "priorityClassName": "model-serving",
+    "serviceAccountName": "fraud-model",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "labels": {"team": "fraud"},
+    "annotations": {"cost-center": "ml-42"},
+}
 
-    for obj in (workload.deployment(OWNER, spec(), MODEL, "img"), workload.service(OWNER, spec())):
-        assert list(empties(obj)) == []
+
+def pod_spec(pod: dict, track: str = STABLE) -> dict:
+    return workload.deployment(OWNER, spec(pod=pod), MODEL, "img", track)["spec"]["template"]["spec"]
+
+
+def test_pod_section_reaches_the_pods_of_every_track():
+    for track in (STABLE, CANARY):
+        deployment = workload.deployment(OWNER, spec(pod=GPU_POD), MODEL, "img", track)
+        template = deployment["spec"]["template"]
+        pod = template["spec"]
+        assert template["metadata"]["labels"]["team"] == "fraud"
+        assert template["metadata"]["labels"]["modelpilot.io/track"] == track
+        assert template["metadata"]["annotations"] == {"cost-center": "ml-42"}
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["affinity"] == GPU_POD["affinity"]
+        assert pod["priorityClassName"] == "model-serving"
+        assert pod["serviceAccountName"] == "fraud-model"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["automountServiceAccountToken"] is False  # a ServiceAccount alone does not mount its token
+        zone, host = pod["topologySpreadConstraints"]
+        # Without a selector a constraint spreads the pods of its own track, with one the user's pods.
+        assert zone["labelSelector"] == {"matchLabels": track_selector("fraud", track)}
+        assert host["labelSelector"] == {"matchLabels": {"team": "fraud"}}
+        assert host["matchLabelKeys"] == ["pod-template-hash"]
+        # The Deployment's own labels and selector stay the operator's.
+        assert "team" not in deployment["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"] == track_selector("fraud", track)
+
+
+def test_service_account_token_is_mounted_only_on_request():
+    pod = pod_spec({"serviceAccountName": "vault-auth", "automountServiceAccountToken": True})
+    assert pod["automountServiceAccountToken"] is True
+
+
+def test_operators_labels_win_and_cover_every_label_it_sets():
+    ours = workload.deployment(OWNER, spec(), MODEL, "img", CANARY)["spec"]["template"]["metadata"]["labels"]
+    for key in ours:
+        assert key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIX), f"{key} is not reserved in spec.pod.labels"
+    # Were a reserved key to slip past the API server's CEL rule, the operator's value still wins.
+    pod = PodTemplate.model_construct(labels={"modelpilot.io/track": "stable", "team": "a"}, annotations={})
+    assert template_metadata(pod, ours)["labels"]["modelpilot.io/track"] == CANARY
+
+
+def _empties(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if v in ({}, []) and k != "emptyDir":
+                yield f"{path}.{k}"
+            yield from _empties(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _empties(v, f"{path}[{i}]")
+
+
+def test_nothing_empty_is_rendered_since_the_server_would_drop_it():
+    for obj in (
+        workload.deployment(OWNER, spec(), MODEL, "img"),
+        workload.deployment(OWNER, spec(pod=GPU_POD), MODEL, "img", CANARY),
+        workload.service(OWNER, spec()),
+    ):
+        assert list(_empties(obj)) == []
+
+
+def test_empty_pod_settings_render_nothing():
+    empty = {
+        "nodeSelector": {},
+        "tolerations": [],
+        "affinity": {},
+        "topologySpreadConstraints": [],
+        "imagePullSecrets": [],
+        "labels": {},
+        "annotations": {},
+    }
+    assert workload.deployment(OWNER, spec(pod=empty), MODEL, "img") == workload.deployment(OWNER, spec(), MODEL, "img")
+    selector = {"matchExpressions": [{"key": "tier", "operator": "Exists"}]}
+    spread = {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": selector}
+    assert pod_spec({"topologySpreadConstraints": [spread]})["topologySpreadConstraints"] == [spread]
+
+
+def test_passed_through_affinity_loses_empty_lists_and_maps_but_keeps_empty_selectors():
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {}}, "namespaces": []}
+    pod = pod_spec({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}})
+    # An empty labelSelector selects every pod, a missing one none: it is a struct the server keeps.
+    (kept,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert kept == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}}

@@ -10,12 +10,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from .base import GROUP, KIND, PLURAL, VERSION  # noqa: F401 - re-exported: the API's names
 from .base import DURATION_PATTERN, ApiModel, cel
-
-GROUP = "modelpilot.io"
-VERSION = "v1alpha1"
-KIND = "ModelDeployment"
-PLURAL = "modeldeployments"
+from .pod import PodTemplate
 
 Quantity = int | str
 
@@ -179,4 +176,8 @@ class ModelDeploymentSpec(ApiModel):
     resources: Resources = Field(default_factory=Resources, description="Resources of the model server container.")
     autoscaling: Autoscaling | None = Field(None, description="Scale replicas on CPU with a HorizontalPodAutoscaler.")
     runtime: Runtime = Field(default_factory=Runtime, description="The model server runtime.")
+    pod: PodTemplate = Field(
+        default_factory=PodTemplate,
+        description="Scheduling (nodeSelector, tolerations, affinity, spread, priority), identity and extra metadata of every pod.",
+    )
     rollout: Rollout = Field(default_factory=Rollout, description="How new model versions are rolled out.")

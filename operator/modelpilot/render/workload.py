@@ -17,6 +17,7 @@ from .labels import (
     track_selector,
 )
 from .owner import Owner
+from .pod import pod_fields, template_metadata
 
 MODEL_DIR = "/var/lib/modelpilot/model"
 RUN_AS = 10001
@@ -55,7 +56,7 @@ def deployment(
             # Never drop below the serving capacity while a new version starts.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_metadata(spec.pod, labels),
                 "spec": _pod_spec(owner, spec, model, runtime_image, track),
             },
         },
@@ -111,7 +112,7 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
     if resources:
         server["resources"] = resources
     return {
-        "automountServiceAccountToken": False,
+        **pod_fields(spec.pod, track_selector(owner.name, track)),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,

@@ -35,19 +35,25 @@ LATENCY_BUCKETS = (
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is serving: the values of the common labels."""
+    """Who is serving: the values of the common labels, and the registered model's name (not a label:
+    the deployment already stands for it in PromQL; responses carry it in a header)."""
 
     deployment: str
     model_version: str
     track: str
+    model_name: str = ""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, model_version: str = "") -> Identity:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, model_version: str = "", model_name: str = ""
+    ) -> Identity:
+        """From the pod's environment; `model_version` and `model_name` (from the fetch manifest) fill gaps."""
         env = os.environ if env is None else env
         return cls(
             deployment=env.get("MODELPILOT_DEPLOYMENT", ""),
             model_version=env.get("MODELPILOT_MODEL_VERSION", "") or model_version,
             track=env.get("MODELPILOT_TRACK", "stable") or "stable",
+            model_name=env.get("MODELPILOT_MODEL_NAME", "") or model_name,
         )
 
     def values(self) -> tuple[str, str, str]:

@@ -8,6 +8,8 @@
 
 - answers ``/health`` (liveness) at once and ``/ready`` (readiness) with 503 until the model has loaded,
   so the port opens immediately while a large model loads in the background;
+- names who answered on every response: ``modelpilot-model-name``, ``modelpilot-model-version`` and
+  ``modelpilot-track`` headers (bodies stay exactly MLflow's);
 - times and counts every ``/invocations`` request (``/metrics``; probes and scrapes are not counted);
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
   the drift monitor.
@@ -26,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +46,8 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 _SCORING_CONTENT_TYPES = "application/json, text/csv or application/vnd.apache.parquet"
+# Header values are visible ASCII; anything else (a model name in another script) is percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
 
 class InstrumentedModel:
@@ -94,6 +99,7 @@ class ServingApp:
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
+        self._identity_headers = identity_headers(metrics.identity)
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -151,6 +157,7 @@ class ServingApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            send = self._signed(send)
             path = scope["path"]
             if path == "/invocations":
                 await self._scored(scope, receive, send)
@@ -170,6 +177,19 @@ class ServingApp:
                 await _not_loaded(send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    def _signed(self, send: Send) -> Send:
+        """`send` that adds the identity headers to the response start, whoever answers."""
+        headers = self._identity_headers
+        if not headers:
+            return send
+
+        async def send_signed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            await send(message)
+
+        return send_signed
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -240,6 +260,16 @@ def _take_over_timeout(scoring: Any) -> float | None:
     return float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
 
 
+def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
+    """Response headers naming the model, version and track that answered; unknown ones are left out."""
+    named = (
+        (b"modelpilot-model-name", identity.model_name),
+        (b"modelpilot-model-version", identity.model_version),
+        (b"modelpilot-track", identity.track),
+    )
+    return [(name, urllib.parse.quote(value, safe=_HEADER_SAFE).encode()) for name, value in named if value]
+
+
 def _has_content_type(scope: Scope) -> bool:
     return any(name == b"content-type" and value.strip() for name, value in scope["headers"])
 
@@ -263,12 +293,22 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b
     await send({"type": "http.response.body", "body": body})
 
 
-def _manifest_version(model_dir: str) -> str:
+def serving_identity(model_dir: str, env: dict[str, str] | None = None) -> Identity:
+    """Who serves, from the pod's environment; the fetch manifest fills in what it does not say."""
+    manifest = _manifest(model_dir)
+    return Identity.from_env(
+        env, model_version=str(manifest.get("version") or ""), model_name=str(manifest.get("name") or "")
+    )
+
+
+def _manifest(model_dir: str) -> dict[str, Any]:
+    """The fetch step's manifest, or {} when there is none to read."""
     try:
         with open(os.path.join(model_dir, MANIFEST_FILE), encoding="utf-8") as handle:
-            return str(json.load(handle).get("version") or "")
+            manifest = json.load(handle)
     except (OSError, ValueError):
-        return ""
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -300,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.timeout is not None:
         os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
-    identity = Identity.from_env(model_version=_manifest_version(args.model_dir))
+    identity = serving_identity(args.model_dir)
     metrics = ServingMetrics(identity)
     app = ServingApp(
         args.model_dir,
@@ -320,9 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(config)
     app.on_fatal = lambda: setattr(server, "should_exit", True)
     log.info(
-        "serving %s (deployment=%r version=%r track=%r) on %s:%d",
+        "serving %s (deployment=%r model=%r version=%r track=%r) on %s:%d",
         args.model_dir,
         identity.deployment,
+        identity.model_name,
         identity.model_version,
         identity.track,
         args.host,
