@@ -11,9 +11,16 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/modelpilot
 WORKDIR /src
+# Dependencies first, from pyproject.toml alone (an empty package stands in for the source), so that
+# editing the source reuses this layer instead of reinstalling every dependency.
 COPY pyproject.toml README.md ./
+RUN mkdir -p operator/modelpilot \
+    && touch operator/modelpilot/__init__.py \
+    && /opt/modelpilot/bin/pip install --no-cache-dir ".[runtime]" \
+    && /opt/modelpilot/bin/pip uninstall --yes modelpilot \
+    && rm -rf operator build
 COPY operator/modelpilot operator/modelpilot
-RUN /opt/modelpilot/bin/pip install --no-cache-dir ".[runtime]"
+RUN /opt/modelpilot/bin/pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/modelpilot/bin:$PATH \

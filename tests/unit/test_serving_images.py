@@ -49,16 +49,31 @@ def test_dockerfile_passes_hadolint(image):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def pip_install_words(run: str) -> list[str]:
+    """The words of the one ``pip install`` command in a RUN instruction, up to the next shell operator."""
+    command = re.split(r"&&|;|\|", run.split("pip install", 1)[1])[0]
+    return [w.strip("\"'") for w in command.split()]
+
+
 @pytest.mark.parametrize("image", sorted(IMAGES))
 def test_dockerfile_installs_only_the_project_definition(image):
+    # Two installs: the dependencies pyproject.toml declares (before the source is copied, so that editing
+    # the source reuses that layer), then the project itself and nothing else.
     path, target = IMAGES[image]
-    installs = [args for keyword, args in instructions(path) if keyword == "RUN" and "pip install" in args]
-    assert len(installs) == 1, installs
-    words = [w.strip("\"'") for w in installs[0].split("pip install", 1)[1].split()]
-    packages = [w for w in words if not w.startswith("-")]
-    assert packages == [target], f"{path.name} must install exactly {target!r}, installs {packages}"
-    copied = " ".join(args for keyword, args in instructions(path) if keyword == "COPY")
-    assert "pyproject.toml" in copied and "operator/modelpilot" in copied
+    steps = instructions(path)
+    installs = [i for i, (keyword, args) in enumerate(steps) if keyword == "RUN" and "pip install" in args]
+    assert len(installs) == 2, [steps[i] for i in installs]
+    for i in installs:
+        assert steps[i][1].count("pip install") == 1, steps[i]
+    dependencies, project = (pip_install_words(steps[i][1]) for i in installs)
+    packages = [w for w in dependencies if not w.startswith("-")]
+    assert packages == [target], f"{path.name} must install the dependencies of {target!r}, installs {packages}"
+    packages = [w for w in project if not w.startswith("-")]
+    assert packages == ["."] and "--no-deps" in project, f"{path.name} must then install only the project"
+    copies = [(i, args) for i, (keyword, args) in enumerate(steps) if keyword == "COPY"]
+    assert any("pyproject.toml" in args for i, args in copies if i < installs[0])
+    source_copies = [i for i, args in copies if "operator/modelpilot" in args]
+    assert source_copies and installs[0] < min(source_copies) < installs[1]
 
 
 def test_runtime_extra_is_defined_in_pyproject():
