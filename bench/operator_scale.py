@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
+from tests.cluster.launcher import KWOK_TOLERATION, LocalCluster, build_binaries  # noqa: E402
 from tests.support.mlflow import mlflow_server, register_sklearn_model  # noqa: E402
 from tests.support.processes import start_process, stop_process  # noqa: E402
 
@@ -68,6 +68,8 @@ def run_round(kubectl: list[str], mlflow, count: int, tag: str, existing: int) -
                 "model": {"name": "scale-model", "version": "1"},
                 "mlflow": {"trackingUri": mlflow.uri, "credentialsSecret": "mlflow-creds"},
                 "replicas": 1,
+                # The operator's cost is measured, not serving: kwok's nodes hold the pods.
+                "pod": {"tolerations": [KWOK_TOLERATION], "nodeSelector": {"type": "kwok"}},
             },
         }
         for i in range(count)
@@ -110,7 +112,7 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so the cluster, MLflow and the operator are all stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     bin_dir = build_binaries()
-    with LocalCluster(bin_dir=bin_dir, nodes=3) as cluster, mlflow_server() as mlflow:
+    with LocalCluster(bin_dir=bin_dir, nodes=3, real=False) as cluster, mlflow_server() as mlflow:
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
         register_sklearn_model(mlflow, "scale-model")
         subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds" / "modelpilot.io_modeldeployments.yaml")],

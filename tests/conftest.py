@@ -66,6 +66,35 @@ def kube_cluster() -> Iterator[launcher.LocalCluster | ExistingCluster]:
 
 
 @pytest.fixture(scope="session")
+def real_node(kube_cluster):
+    """The cluster's real node, where pods run for real; tests that need one are skipped (with the
+    reason) where there is none: not root, packages missing, or someone else's cluster."""
+    if isinstance(kube_cluster, ExistingCluster):
+        pytest.skip("real-node tests load images into the suite's own node; they do not run on MODELPILOT_KUBECONFIG")
+    if not kube_cluster.has_real_node:
+        pytest.skip(kube_cluster.real_node_reason)
+    return kube_cluster.node
+
+
+@pytest.fixture(scope="session")
+def images(real_node) -> dict[str, str]:
+    """The project's images, built from its Dockerfiles (cached by their inputs) and loaded into the real
+    node's containerd: {"runtime": reference, "operator": reference}."""
+    from tests.cluster.images import ensure_images
+
+    built = ensure_images()
+    for image in built.values():
+        real_node.load_image(image.path)
+    return {name: image.name for name, image in built.items()}
+
+
+@pytest.fixture(scope="session")
+def host_address(real_node) -> str:
+    """Where pods reach servers listening on this machine's loopback (MLflow, Prometheus, the apiserver)."""
+    return real_node.network.host_ip
+
+
+@pytest.fixture(scope="session")
 def mlflow():
     """A real MLflow tracking server (SQLite, proxied artifact store, basic auth) for the whole session."""
     from tests.support.mlflow import mlflow_server
@@ -97,6 +126,10 @@ def kube_api(kube_cluster):
 def namespace(kube_api) -> Iterator[str]:
     """A fresh namespace for one test (ready for pods: its default ServiceAccount exists), deleted
     (without waiting for it to finish) afterwards."""
+    yield from fresh_namespace(kube_api)
+
+
+def fresh_namespace(kube_api) -> Iterator[str]:
     from kubernetes import client
 
     name = f"t-{uuid.uuid4().hex[:10]}"

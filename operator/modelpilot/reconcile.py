@@ -140,6 +140,7 @@ def _converge(
         pods_seen = {
             "start_failure": health.start_failure(stable_body, pods, LABEL_MODEL_VERSION),
             "ready_versions": health.ready_versions(stable_body, pods, LABEL_MODEL_VERSION),
+            "lingering_pods": health.lingering_pods(stable_body, pods, LABEL_MODEL_VERSION),
         }
     observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **pods_seen, **seen)
     decision = plan(old, observations)

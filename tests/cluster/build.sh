@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok and helm from their pinned Go modules into a
+# Builds the local cluster (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, kubelet, kube-proxy), kwok, helm and the pod sandbox's pause from their pinned Go modules into a
 # cache outside the work tree. A component whose go.mod/go.sum and this script
 # are unchanged since its last build is not rebuilt.
 #
@@ -48,11 +48,14 @@ done
 helm_version=$(module_version helm helm.sh/helm/v3)
 
 build etcd "" .
+build pause "" .
 build kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$(module_version kwok sigs.k8s.io/kwok)" sigs.k8s.io/kwok/cmd/kwok
 build helm "-X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
 build kube "$kube_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
 echo "$bin"

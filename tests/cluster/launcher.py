@@ -1,5 +1,7 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok (fake nodes whose pods become Running and Ready without containers).
+"""A real Kubernetes cluster on this machine: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler on loopback, kwok (fake nodes whose pods become Running and Ready without containers,
+tainted so that only pods that tolerate it land there) and, when run as root, a real node whose pods run
+for real (containerd, kubelet, kube-proxy; see node.py).
 
     with LocalCluster() as cluster:
         subprocess.run([cluster.bin / "kubectl", "--kubeconfig", cluster.kubeconfig, "get", "nodes"])
@@ -32,17 +34,20 @@ from typing import Any, Callable
 
 import yaml
 
+from tests.cluster import node as real_node
 from tests.cluster.certs import ClusterPKI
-from tests.support.processes import die_with_parent, free_port
+from tests.cluster.component import Component
+from tests.support.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 KWOK_STAGES = HERE / "kwok-stages.yaml"
 
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+# Only pods that tolerate it land on a kwok node: everything else runs for real on the real node.
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+KWOK_TOLERATION = {"key": KWOK_TAINT["key"], "operator": "Equal", "value": KWOK_TAINT["value"], "effect": "NoSchedule"}
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
 CONTEXT = "modelpilot-local"
 
@@ -87,76 +92,6 @@ def build_binaries() -> Path:
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{BUILD_SCRIPT} failed with exit code {proc.returncode}")
     return Path(lines[-1])
-
-
-# --------------------------------------------------------------------------------------------------
-# Processes
-
-
-
-
-class Component:
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, cwd: Path) -> None:
-        with open(self.log_path, "ab") as log:
-            log.write(("$ " + " ".join(self.argv) + "\n").encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
-            )
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as e:
-            return f"(no log: {e})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def signal_group(self, sig: int) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def wait(self, timeout: float) -> bool:
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(timeout=max(timeout, 0))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def stop(self, grace: float) -> None:
-        self.signal_group(signal.SIGTERM)
-        if not self.wait(grace):
-            self.signal_group(signal.SIGKILL)
-            self.wait(5)
-        # Whatever the leader left behind in its group goes too.
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 # Every started cluster until it is stopped: stopped at exit and on SIGTERM / SIGHUP.
@@ -299,7 +234,9 @@ class LocalCluster:
         start_timeout: float = 120.0,
         stop_grace: float = 10.0,
         keep_workdir: bool = False,
+        real: bool | None = None,
     ) -> None:
+        """`real`: also run a real node (None: when this machine can, see node.unavailable_reason)."""
         self.bin = Path(bin_dir) if bin_dir else default_bin_dir()
         self._own_workdir = workdir is None
         if self._own_workdir:
@@ -319,6 +256,17 @@ class LocalCluster:
         self._ssl: ssl.SSLContext | None = None
         self._stopped = True
         self._sa_counter = 0
+        self.real_node_reason = real_node.unavailable_reason() if real is not False else "not asked for"
+        if real and self.real_node_reason:
+            raise ClusterStartError(self.real_node_reason)
+        self._slot = real_node.SlotLock()
+        # Addresses of slot 0 unless a real node claims a slot: without routes nothing can collide.
+        self.network = real_node.NodeNetwork(0)
+        self.node: real_node.RealNode | None = None
+
+    @property
+    def has_real_node(self) -> bool:
+        return self.real_node_reason is None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -340,6 +288,12 @@ class LocalCluster:
             _LIVE.add(self)
         self._stopped = False
         started = time.monotonic()
+        if self.has_real_node:
+            try:
+                self.network = self._slot.acquire()
+            except real_node.NodeStartError as e:
+                self.stop()
+                raise ClusterStartError(str(e)) from e
         attempts = 3
         for attempt in range(1, attempts + 1):
             try:
@@ -363,14 +317,23 @@ class LocalCluster:
             return
         self._stopped = True
         self._stop_processes()
+        self._slot.release()
         with _LIVE_LOCK:
             _LIVE.discard(self)
         if self._own_workdir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _stop_processes(self) -> None:
+        # Reverse start order: kube-proxy, kubelet and containerd, then the node's namespaces (every pod
+        # dies with them), then the control plane.
         for name in reversed(list(self.components)):
             self.components[name].stop(self.stop_grace)
+        if self.node is not None:
+            try:
+                self.node.clean_host()
+            except real_node.NodeStartError as e:
+                print(f"warning: {e}", file=sys.stderr)
+            self.node = None
 
     # -- public helpers ----------------------------------------------------------------------------
 
@@ -401,7 +364,7 @@ class LocalCluster:
             "apiserver",
             ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local"],
-            ["127.0.0.1", "10.96.0.1"],
+            ["127.0.0.1", self.network.kubernetes_service_ip, self.network.host_ip],
         )
         admin = pki.client("admin", "modelpilot-admin", ("system:masters",))
         front_proxy = pki.client("front-proxy", "front-proxy-client")
@@ -464,7 +427,7 @@ class LocalCluster:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.network.service_cidr}",
                 # The `kubernetes` Service keeps its ClusterIP, but Endpoints may not point at loopback.
                 "--endpoint-reconciler-type=none",
                 # Aggregation layer (extension apiservers authenticate the apiserver by this client cert).
@@ -494,7 +457,7 @@ class LocalCluster:
                 f"--root-ca-file={pki.ca_cert}",
                 f"--cluster-signing-cert-file={pki.ca_cert}",
                 f"--cluster-signing-key-file={pki.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                f"--service-cluster-ip-range={self.network.service_cidr}",
                 "--profiling=false",
             ],
             "kube-scheduler": [
@@ -512,10 +475,13 @@ class LocalCluster:
                 f"--config={KWOK_STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={'='.join(KWOK_NODE_ANNOTATION)}",
-                f"--cidr={POD_CIDR}",
+                f"--cidr={self.network.kwok_cidr}",
                 "--node-lease-duration-seconds=40",
             ],
         }
+        if self.has_real_node:
+            self.node = self._real_node(logs, pki, ports["apiserver"])
+            argvs["kube-apiserver"] = self._with_real_node(argvs["kube-apiserver"], pki, run)
         for name in COMPONENTS:
             self.components[name] = Component(name, argvs[name], logs / f"{name}.log", env)
 
@@ -526,6 +492,8 @@ class LocalCluster:
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             self._launch(name, run)
         self._create_nodes()
+        if self.node is not None:
+            self._start_real_node(deadline)
         self._wait("kube-controller-manager", deadline,
                    lambda: self._http_ok(f"https://127.0.0.1:{ports['kcm']}/healthz", verify=False))
         self._wait("kube-scheduler", deadline,
@@ -534,6 +502,50 @@ class LocalCluster:
         self._wait("kube-controller-manager", deadline,
                    lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
                    what="ServiceAccount default/default")
+
+    # -- the real node -----------------------------------------------------------------------------
+
+    def _real_node(self, logs: Path, pki: ClusterPKI, apiserver_port: int) -> real_node.RealNode:
+        from tests.cluster.images import pause_image
+
+        pause = pause_image(self.bin / "pause")
+        return real_node.RealNode(self.bin, logs, self.network, pki, apiserver_port, pause.path, pause.name)
+
+    def _with_real_node(self, argv: list[str], pki: ClusterPKI, run: Path) -> list[str]:
+        """The apiserver of a cluster with a real node: pods reach it through the `kubernetes` Service, whose
+        endpoint is the host's veth address, and it reaches kubelets for logs and exec."""
+        kubelet_client = pki.client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
+        dropped = ("--advertise-address=", "--endpoint-reconciler-type=")
+        return [a for a in argv if not a.startswith(dropped)] + [
+            f"--advertise-address={self.network.host_ip}",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+
+    def _start_real_node(self, deadline: float) -> None:
+        node = self.node
+        assert node is not None
+        try:
+            self.components["node-namespaces"] = node.start_namespaces()
+        except real_node.NodeStartError as e:
+            raise ClusterStartError(str(e)) from e
+        parts = node.components()
+        self.components["containerd"] = parts["containerd"]
+        self._launch("containerd", node.dir)
+        self._wait("containerd", deadline, node.containerd_ready)
+        node.load_image(node.pause_archive)
+        for name in ("kubelet", "kube-proxy"):
+            self.components[name] = parts[name]
+            self._launch(name, node.dir)
+        self._wait("kubelet", deadline, lambda: self._node_ready(real_node.NODE_NAME), what="real node Ready")
+        self._wait("kube-proxy", deadline,
+                   lambda: self._http_ok(f"http://{self.network.node_ip}:10256/healthz"), what="kube-proxy healthy")
+
+    def _node_ready(self, name: str) -> bool:
+        status, body = self.request("GET", f"/api/v1/nodes/{name}", timeout=3)
+        return status == 200 and _is_ready(body)
 
     @staticmethod
     def _kube_client_flags(kubeconfig: Path) -> list[str]:
@@ -633,6 +645,7 @@ class LocalCluster:
                         "topology.kubernetes.io/zone": f"zone-{zones[i % len(zones)]}",
                     },
                 },
+                "spec": {"taints": [dict(KWOK_TAINT)]},
                 "status": {
                     "capacity": dict(NODE_CAPACITY),
                     "allocatable": dict(NODE_CAPACITY),
@@ -647,12 +660,12 @@ class LocalCluster:
         status, body = self.request("GET", "/api/v1/nodes", timeout=3)
         if status != 200:
             return False
-        ready = [
-            n for n in body.get("items", [])
-            if any(c.get("type") == "Ready" and c.get("status") == "True"
-                   for c in (n.get("status") or {}).get("conditions") or [])
-        ]
-        return len(ready) >= self.node_count
+        return sum(1 for n in body.get("items", []) if _is_ready(n)) >= self.node_count + int(self.node is not None)
+
+
+def _is_ready(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -683,6 +696,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"cluster ready in {cluster.startup_seconds:.1f}s: {cluster.server}", file=sys.stderr)
     print(f"logs: {cluster.workdir / 'logs'}", file=sys.stderr)
+    if cluster.node is not None:
+        net = cluster.network
+        print(f"real node in slot {net.slot}: pods {net.pod_subnet}, services {net.service_cidr}, "
+              f"this machine's loopback at {net.host_ip} for pods", file=sys.stderr)
+    else:
+        print(f"no real node: {cluster.real_node_reason}", file=sys.stderr)
     print(f"kubeconfig: {cluster.kubeconfig}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     print(f"export PATH={cluster.bin}:$PATH", flush=True)

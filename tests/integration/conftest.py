@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.launcher import default_bin_dir
+from tests.conftest import fresh_namespace
 from tests.support.mlflow import register_sklearn_model
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
 
@@ -34,9 +35,12 @@ def crds(kubectl):
     kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io", "--timeout=60s", check=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(kube_cluster, kubectl, crds, tmp_path_factory):
-    """The operator as a real process, under the ServiceAccount and RBAC rules the Helm chart installs."""
+    """The operator as a real process, under the ServiceAccount and RBAC rules the Helm chart installs.
+
+    One per test module: a module that installs the operator into the cluster with Helm runs with no
+    other operator watching."""
     rbac = subprocess.run(
         [str(default_bin_dir() / "helm"), "template", "modelpilot", str(REPO / "helm" / "modelpilot"),
          "--namespace", OPERATOR_NAMESPACE, "--kube-version", "v1.35.4", "--show-only", "templates/rbac.yaml"],
@@ -53,7 +57,6 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
         "MODELPILOT_RESOLVE_INTERVAL": "3",
         # Long enough that a hung registry stays hung while the test watches the others go on.
         "MODELPILOT_REGISTRY_TIMEOUT": "90",
-        "MODELPILOT_RUNTIME_IMAGE": "ghcr.io/modelpilot/runtime:test",
     }
     proc = start_process([sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{port}/healthz"], env, log_path)
     handle = OperatorProcess(proc, log_path)
@@ -75,6 +78,17 @@ class OperatorProcess:
 @pytest.fixture
 def restricted_namespace(namespace, kubectl, mlflow):
     """A test namespace enforcing Pod Security "restricted", holding the MLflow credentials Secret."""
+    return _restrict(namespace, kubectl, mlflow)
+
+
+@pytest.fixture(scope="module")
+def module_namespace(kube_api, kubectl, mlflow):
+    """Like restricted_namespace, shared by the tests of one module."""
+    for name in fresh_namespace(kube_api):
+        yield _restrict(name, kubectl, mlflow)
+
+
+def _restrict(namespace: str, kubectl, mlflow) -> str:
     kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True)
     kubectl(
         "create", "secret", "generic", "mlflow-creds", "-n", namespace,

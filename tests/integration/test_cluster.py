@@ -64,7 +64,12 @@ def test_deployment_pods_become_ready_through_kwok(kube_api, namespace):
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]},
+                    # kwok nodes are tainted: pods that should not run for real say so.
+                    "spec": {
+                        "containers": [{"name": "web", "image": "registry.example/web:1"}],
+                        "tolerations": [launcher.KWOK_TOLERATION],
+                        "nodeSelector": {"type": "kwok"},
+                    },
                 },
             },
         },
@@ -200,10 +205,32 @@ def test_kubectl_sees_ready_kwok_nodes(kubectl):
     ]
     assert ready
     if LOCAL:
-        assert sorted(ready) == [f"kwok-node-{i}" for i in range(3)]
+        kwok = sorted(n for n in ready if n.startswith("kwok-node-"))
+        assert kwok == [f"kwok-node-{i}" for i in range(3)]
         node = next(n for n in nodes if n["metadata"]["name"] == "kwok-node-0")
         assert node["status"]["allocatable"]["cpu"] == "32"
         assert node["status"]["allocatable"]["pods"] == "110"
+        assert node["spec"]["taints"] == [launcher.KWOK_TAINT], "only pods that tolerate it land on a kwok node"
+
+
+def test_pods_without_the_kwok_toleration_never_land_on_kwok_nodes(kube_api, namespace):
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_pod(
+        namespace,
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intolerant"},
+         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}],
+                  "nodeSelector": {"type": "kwok"}}},
+    )
+
+    def unschedulable():
+        pod = core.read_namespaced_pod("intolerant", namespace)
+        conditions = {c.type: c for c in pod.status.conditions or []}
+        scheduled = conditions.get("PodScheduled")
+        return scheduled if scheduled and scheduled.status == "False" else None
+
+    scheduled = eventually(unschedulable, what="the scheduler to refuse the pod")
+    assert scheduled.reason == "Unschedulable"
+    assert "untolerated taint" in scheduled.message
 
 
 def test_helm_reports_pinned_version():

@@ -1,6 +1,6 @@
 """`kubectl apply` a ModelDeployment naming a real MLflow model; the operator serves exactly that version.
 
-Real kube-apiserver (pods made Ready by kwok), real `mlflow server`, the operator as a real process under
+Real kube-apiserver (pods placed on kwok's nodes, which make them Ready), real `mlflow server`, the operator as a real process under
 the Helm chart's RBAC, in namespaces that enforce Pod Security "restricted".
 """
 
@@ -17,6 +17,7 @@ from modelpilot.kube.diff import difference
 from modelpilot.render import workload
 from modelpilot.render.owner import Owner
 
+from tests.cluster.launcher import KWOK_TOLERATION
 from tests.support.mlflow import register_sklearn_model, set_alias
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
@@ -24,7 +25,13 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
 
+# These tests judge the operator's bookkeeping, not serving: their pods go to kwok's nodes, which make
+# them Ready at once. test_serving_on_node.py runs models on the real node.
+ON_KWOK = {"tolerations": [KWOK_TOLERATION], "nodeSelector": {"type": "kwok"}}
+
+
 def manifest(namespace: str, name: str, mlflow_uri: str, model: dict, **spec) -> str:
+    spec.setdefault("pod", ON_KWOK)
     body = {
         "apiVersion": "modelpilot.io/v1alpha1",
         "kind": "ModelDeployment",

@@ -3,6 +3,7 @@ and a helper that trains, logs and registers a real scikit-learn model on it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,7 +77,9 @@ def mlflow_server():
             stop_process(proc)
 
 
-def register_sklearn_model(server: MlflowServer, name: str, alias: str | None = None, seed: int = 0) -> str:
+def register_sklearn_model(
+    server: MlflowServer, name: str, alias: str | None = None, seed: int = 0, extra_pip_requirements: list[str] = ()
+) -> str:
     """Train a small classifier on data made here, log and register it; returns the new version number.
 
     Runs in a subprocess so MLflow's process-wide tracking settings never leak into the test process.
@@ -91,7 +94,7 @@ model = LogisticRegression().fit(X, y)
 mlflow.set_tracking_uri({server.uri!r})
 with mlflow.start_run():
     info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
-                                    registered_model_name={name!r})
+                                    registered_model_name={name!r}, extra_pip_requirements={list(extra_pip_requirements)!r} or None)
 version = info.registered_model_version
 if {alias!r}:
     mlflow.MlflowClient().set_registered_model_alias({name!r}, {alias!r}, version)
@@ -102,6 +105,22 @@ print("VERSION", version)
     if result.returncode != 0:
         raise RuntimeError(f"registering {name} failed:\n{result.stderr[-3000:]}")
     return next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("VERSION"))
+
+
+def predict_in_process(server: MlflowServer, name: str, version: str, rows: list[list[float]]) -> list:
+    """What the registered model itself predicts for `rows`, loaded with MLflow in a subprocess."""
+    script = f"""
+import json, mlflow, numpy as np
+mlflow.set_tracking_uri({server.uri!r})
+model = mlflow.pyfunc.load_model("models:/{name}/{version}")
+print("PREDICTIONS", json.dumps(np.asarray(model.predict(np.array({rows!r}))).tolist()))
+"""
+    env = {**os.environ, **server.credentials_env(), "MLFLOW_TRACKING_URI": server.uri}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise RuntimeError(f"loading {name} {version} failed:\n{result.stderr[-3000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("PREDICTIONS"))
+    return json.loads(line.split(" ", 1)[1])
 
 
 def set_alias(server: MlflowServer, name: str, alias: str, version: str) -> None:

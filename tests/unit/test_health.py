@@ -10,7 +10,14 @@ from modelpilot.render import workload
 from modelpilot.render.labels import LABEL_MODEL_VERSION
 from modelpilot.render.owner import Owner
 from modelpilot.rollout import health
-from modelpilot.rollout.health import MESSAGE_LIMIT, StartFailure, essentials, ready_versions, start_failure
+from modelpilot.rollout.health import (
+    MESSAGE_LIMIT,
+    StartFailure,
+    essentials,
+    lingering_pods,
+    ready_versions,
+    start_failure,
+)
 
 IMAGE = "ghcr.io/modelpilot/runtime:0.1.0"
 IMAGE_ID = "ghcr.io/modelpilot/runtime@sha256:4f1c2a9e8b7d6c5b4a3928170f6e5d4c3b2a19081726354a5b6c7d8e9f0a1b2c"
@@ -385,6 +392,17 @@ def test_ready_versions_name_who_still_serves():
     pods = [serving_pod(), serving_pod(name="fraud-5f6b7c8d9-fghij"), pod(init=fetch_crash_looping(6, REFUSED))]
     assert ready_versions(deployment(), pods, LABEL_MODEL_VERSION) == ("2",)
     assert ready_versions(deployment(), [pod()], LABEL_MODEL_VERSION) == ()
+
+
+def test_lingering_pods_count_the_previous_version_until_it_is_gone():
+    stopping = serving_pod(name="fraud-5f6b7c8d9-fghij")
+    stopping["metadata"]["deletionTimestamp"] = "2026-03-01T10:00:00Z"
+    new = pod(name="fraud-7c9d8f6b5-k2k2k", ready=True)
+    assert lingering_pods(deployment(), [serving_pod(), stopping, new], LABEL_MODEL_VERSION) == 2
+    assert lingering_pods(deployment(), [new], LABEL_MODEL_VERSION) == 0
+    gone = serving_pod(name="fraud-5f6b7c8d9-zzzzz")
+    gone["status"]["phase"] = "Succeeded"
+    assert lingering_pods(deployment(), [gone, new], LABEL_MODEL_VERSION) == 0
 
 
 def test_essentials_keep_what_the_judgement_reads_and_drop_the_rest():

@@ -55,6 +55,14 @@ def test_an_old_pod_still_counted_as_ready_does_not_finish_the_rollout():
     assert result.status.phase == "Progressing"
 
 
+def test_old_pods_still_stopping_do_not_finish_the_rollout():
+    # The Deployment counts only pods that are not terminating; a stopping old pod may still answer.
+    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(), lingering_pods=2))
+    assert result.status.phase == "Progressing"
+    assert "waiting for 2 pods of the previous version to stop" in result.status.message
+    assert plan(result.status, seen(resolved=V1, stable=track(), lingering_pods=0)).status.phase == "Ready"
+
+
 def test_template_not_yet_observed_is_not_ready():
     result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(current=False)))
     assert result.status.phase == "Progressing"

@@ -133,7 +133,7 @@ def test_pod_section_reaches_the_pods_of_every_track():
         pod = template["spec"]
         assert template["metadata"]["labels"]["team"] == "fraud"
         assert template["metadata"]["labels"]["modelpilot.io/track"] == track
-        assert template["metadata"]["annotations"] == {"cost-center": "ml-42"}
+        assert template["metadata"]["annotations"]["cost-center"] == "ml-42"
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         assert pod["affinity"] == GPU_POD["affinity"]
@@ -162,7 +162,7 @@ def test_operators_labels_win_and_cover_every_label_it_sets():
         assert key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIX), f"{key} is not reserved in spec.pod.labels"
     # Were a reserved key to slip past the API server's CEL rule, the operator's value still wins.
     pod = PodTemplate.model_construct(labels={"modelpilot.io/track": "stable", "team": "a"}, annotations={})
-    assert template_metadata(pod, ours)["labels"]["modelpilot.io/track"] == CANARY
+    assert template_metadata(pod, ours, {})["labels"]["modelpilot.io/track"] == CANARY
 
 
 def _empties(node, path=""):
@@ -207,3 +207,17 @@ def test_passed_through_affinity_loses_empty_lists_and_maps_but_keeps_empty_sele
     # An empty labelSelector selects every pod, a missing one none: it is a struct the server keeps.
     (kept,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert kept == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}}
+
+
+def test_pods_announce_their_metrics_to_prometheus_pod_discovery():
+    annotations = workload.deployment(OWNER, spec(), MODEL, "img")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+    # The user's annotations win: a team with its own scrape setup can turn ours off.
+    off = spec(pod={"annotations": {"prometheus.io/scrape": "false"}}, runtime={"port": 9000})
+    annotations = workload.deployment(OWNER, off, MODEL, "img")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "false" and annotations["prometheus.io/port"] == "9000"
+
+
+def test_a_stopping_model_server_keeps_serving_until_endpoints_drop_it():
+    server = workload.deployment(OWNER, spec(), MODEL, "img")["spec"]["template"]["spec"]["containers"][0]
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": workload.PRE_STOP_SECONDS}}}

@@ -15,11 +15,13 @@ from ..api.pod import PodTemplate, TopologySpreadConstraint
 _DROPPED_WHEN_EMPTY = {"matchLabels", "nodeSelector"}
 
 
-def template_metadata(pod: PodTemplate, labels: dict[str, str]) -> dict:
-    """The pod template's metadata: the user's extra labels, then the operator's, which always win."""
+def template_metadata(pod: PodTemplate, labels: dict[str, str], annotations: dict[str, str]) -> dict:
+    """The pod template's metadata: the user's extra labels, then the operator's, which always win; the
+    operator's annotations, then the user's, which win (to turn scraping off, say)."""
     metadata: dict[str, Any] = {"labels": {**pod.labels, **labels}}
-    if pod.annotations:
-        metadata["annotations"] = dict(pod.annotations)
+    merged = {**annotations, **pod.annotations}
+    if merged:
+        metadata["annotations"] = merged
     return metadata
 
 

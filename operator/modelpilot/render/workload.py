@@ -21,6 +21,7 @@ from .pod import pod_fields, template_metadata
 
 MODEL_DIR = "/var/lib/modelpilot/model"
 RUN_AS = 10001
+PRE_STOP_SECONDS = 5
 
 _RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -56,7 +57,7 @@ def deployment(
             # Never drop below the serving capacity while a new version starts.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
             "template": {
-                "metadata": template_metadata(spec.pod, labels),
+                "metadata": template_metadata(spec.pod, labels, scrape_annotations(spec.runtime.port)),
                 "spec": _pod_spec(owner, spec, model, runtime_image, track),
             },
         },
@@ -104,6 +105,9 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "readinessProbe": _probe("/ready", runtime.port, period=5),
         "livenessProbe": _probe("/health", runtime.port, period=10, failures=6),
         "startupProbe": _probe("/health", runtime.port, period=5, failures=60),
+        # Endpoints drop a terminating pod a moment after it is told to stop; it keeps serving meanwhile,
+        # so a rollout loses no request that was already routed to it.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "volumeMounts": [{**model_mount, "readOnly": True}, tmp_mount],
         "securityContext": _RESTRICTED_CONTAINER,
     }
@@ -124,6 +128,11 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "containers": [server],
         "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The conventional annotations Prometheus' Kubernetes pod discovery keys on (docs/metrics.md)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def _probe(path: str, port: int, period: int, failures: int = 3) -> dict:

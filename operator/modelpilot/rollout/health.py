@@ -76,6 +76,21 @@ def ready_versions(deployment: dict, pods: Iterable[dict], version_label: str) -
     return tuple(sorted((v for v in versions if v), key=lambda v: (len(v), v)))  # "9" before "10"
 
 
+def lingering_pods(deployment: dict, pods: Iterable[dict], version_label: str) -> int:
+    """Pods of the track still running another version than the template's, those on their way out
+    included: until they are gone, a client may still be answered by the old version."""
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    version = (template.get("labels") or {}).get(version_label)
+    return sum(
+        1
+        for pod in pods
+        if all(_labels(pod).get(k) == v for k, v in selector.items())
+        and _labels(pod).get(version_label) != version
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    )
+
+
 def track_pods(deployment: dict, pods: Iterable[dict]) -> list[dict]:
     """The pods the Deployment selects, leaving out those on their way out."""
     selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

@@ -75,6 +75,8 @@ class Observations:
     start_failure: StartFailure | None = None
     # Model versions with ready pods on the stable track: who still serves while a new version fails.
     ready_versions: tuple[str, ...] = ()
+    # Pods of another version still on the stable track, stopping ones included.
+    lingering_pods: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
     cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
     cond("Degraded", False, "Healthy", "")
     current = stable is not None and stable.version == model.version
-    if current and stable.rolled_out:
+    if current and stable.rolled_out and seen.lingering_pods == 0:
         message = f"serving {model.name} version {model.version} on {stable.ready_replicas} ready replicas"
         cond("Progressing", False, "RolloutComplete", message)
         cond("Ready", True, "Serving", message)
@@ -147,6 +149,8 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
         _report_stuck(new, cond, model, stable, seen)
     else:
         progress = f"{stable.ready_replicas}/{stable.replicas} replicas ready" if stable else "creating its Deployment"
+        if current and stable.rolled_out:
+            progress = f"waiting for {seen.lingering_pods} pods of the previous version to stop"
         message = f"rolling out {model.name} version {model.version}: {progress}"
         cond("Progressing", True, "RollingOut", message)
         cond("Ready", False, "ReplicasNotReady", message)

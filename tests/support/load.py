@@ -1,0 +1,62 @@
+"""Steady client traffic for rollout tests: a few threads send requests in a loop until told to stop,
+and every answer is kept with when it was sent, its status and which model version answered."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+VERSION_HEADER = "modelpilot-model-version"
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent: float  # time.monotonic() when the request left
+    status: int  # 0 when no HTTP answer came at all
+    version: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class Load:
+    """`with Load(url, body) as load: ...`; then `load.answers`. A new connection per request, as many
+    clients do: kube-proxy picks the pod per connection, so every request is a fresh routing decision."""
+
+    def __init__(self, url: str, body: dict, workers: int = 4, timeout: float = 10, max_seconds: float = 600):
+        self.url, self.body, self.timeout = url, body, timeout
+        self.answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds  # bounded even if the test never stops it
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            sent = time.monotonic()
+            try:
+                response = httpx.post(self.url, json=self.body, timeout=self.timeout)
+                answer = Answer(sent, response.status_code, response.headers.get(VERSION_HEADER),
+                                None if response.status_code == 200 else response.text[:200])
+            except httpx.HTTPError as exc:
+                answer = Answer(sent, 0, None, repr(exc))
+            with self._lock:
+                self.answers.append(answer)
+
+    def failures(self) -> list[Answer]:
+        return [a for a in self.answers if not a.ok]
