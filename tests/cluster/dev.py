@@ -1,11 +1,14 @@
-"""`make dev`: a local control plane, a real MLflow server with a demo model, and the operator serving it.
+"""`make dev`: a local cluster, a real MLflow server with a demo model, and the operator serving it.
 
-Everything runs on loopback and stops on Ctrl-C. The example ModelDeployment from manifests/examples/ is
-applied with its MLflow address pointed at the local server.
+Everything runs on this machine and stops on Ctrl-C. The example ModelDeployment from manifests/examples/
+is applied with its MLflow address pointed at the local server. As root, its pods run for real on the
+cluster's real node, from the runtime image built from operator/runtime.Dockerfile, and answer a curl
+through their Service; otherwise they are placed on kwok's fake nodes and only the operator's side is real.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,15 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
-from tests.cluster.launcher import LocalCluster, build_binaries
+from tests.cluster.launcher import KWOK_TOLERATION, LocalCluster, build_binaries
 from tests.support.mlflow import mlflow_server, register_sklearn_model
 from tests.support.processes import start_process, stop_process
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "manifests" / "examples" / "fraud-detector.yaml"
 CRD = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
+ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]
+READY_TIMEOUT = 300
 
 
 def say(message: str) -> None:
@@ -34,9 +41,16 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     say("building (or reusing) the control plane binaries")
     bin_dir = build_binaries()
-    say("starting the local control plane")
+    say("starting the local cluster")
     with LocalCluster(bin_dir=bin_dir) as cluster:
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+        if cluster.node is not None:
+            from tests.cluster.images import ensure_images
+
+            say("building (or reusing) the runtime image and loading it into the real node")
+            cluster.node.load_image(ensure_images(["runtime"])["runtime"].path)
+        else:
+            say(f"pods will not run for real ({cluster.real_node_reason}): they go to kwok's fake nodes")
         say("starting an MLflow server and registering the demo model fraud-detector")
         with mlflow_server() as mlflow:
             register_sklearn_model(mlflow, "fraud-detector", seed=1)
@@ -51,8 +65,8 @@ def main() -> int:
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "MODELPILOT_RESOLVE_INTERVAL": "10"}
             operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, log_path)
             try:
-                _apply_example(kubectl, mlflow)
-                _explain(cluster, mlflow)
+                _apply_example(kubectl, cluster, mlflow)
+                _explain(cluster, mlflow, _wait_until_served(kubectl, cluster))
                 while operator.poll() is None:
                     time.sleep(1)
                 say(f"the operator exited with {operator.returncode}; see {log_path}")
@@ -64,11 +78,16 @@ def main() -> int:
                 stop_process(operator, timeout=10)
 
 
-def _apply_example(kubectl: list[str], mlflow) -> None:
+def _apply_example(kubectl: list[str], cluster: LocalCluster, mlflow) -> None:
     docs = list(yaml.safe_load_all(EXAMPLE.read_text()))
     for doc in docs:
         if doc["kind"] == "ModelDeployment":
             doc["spec"]["mlflow"]["trackingUri"] = mlflow.uri
+            if cluster.node is not None:
+                # Pods reach this machine's loopback (where MLflow listens) at the host address.
+                doc["spec"]["mlflow"]["trackingUri"] = mlflow.uri.replace("127.0.0.1", cluster.network.host_ip)
+            else:
+                doc["spec"]["pod"] = {"tolerations": [KWOK_TOLERATION], "nodeSelector": {"type": "kwok"}}
     secret = {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": "ml"},
         "stringData": mlflow.credentials_env(),
@@ -77,7 +96,36 @@ def _apply_example(kubectl: list[str], mlflow) -> None:
     subprocess.run([*kubectl, "apply", "-f", "-"], input=manifest, text=True, check=True)
 
 
-def _explain(cluster: LocalCluster, mlflow) -> None:
+def _wait_until_served(kubectl: list[str], cluster: LocalCluster) -> str | None:
+    """Waits (bounded) for the example to be Ready; returns the curl that scores through its Service."""
+    say("waiting for the ModelDeployment to be Ready (the first start fetches the model in each pod)")
+
+    def ready():
+        got = subprocess.run([*kubectl, "get", "mdep", "fraud", "-n", "ml", "-o", "json"], capture_output=True, text=True)
+        status = json.loads(got.stdout).get("status", {}) if got.returncode == 0 else {}
+        return status if status.get("phase") == "Ready" else None
+
+    try:
+        wait_for(ready, "ModelDeployment ml/fraud to be Ready", timeout=READY_TIMEOUT, interval=1)
+    except AssertionError as exc:
+        say(f"{exc}; see `kubectl describe mdep fraud -n ml`")
+        return None
+    if cluster.node is None:
+        return None
+    service = subprocess.run([*kubectl, "get", "service", "fraud", "-n", "ml", "-o", "json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    url = f"http://{json.loads(service.stdout)['spec']['clusterIP']}/invocations"
+    answer = httpx.post(url, json={"inputs": ROWS}, timeout=30)
+    say(f"scored through the Service: {answer.status_code} {answer.text.strip()} "
+        f"(version {answer.headers.get('modelpilot-model-version')})")  # fmt: skip
+    return f"curl -si {url} -H 'Content-Type: application/json' -d '{json.dumps({'inputs': ROWS})}'"
+
+
+def _explain(cluster: LocalCluster, mlflow, curl: str | None) -> None:
+    score = (
+        f"Score through the model's Service (the modelpilot-model-version header says who answered):\n\n  {curl}\n"
+        if curl else "Pods run on kwok's fake nodes here: nothing answers a request (run as root for a real node).\n"
+    )
     print(
         f"""
 modelpilot is running against a local cluster with the demo model.
@@ -89,7 +137,9 @@ modelpilot is running against a local cluster with the demo model.
   kubectl describe mdep fraud -n ml         # conditions and Events
   kubectl get deploy,svc,pods -n ml -l modelpilot.io/deployment=fraud
 
-Move the alias in MLflow ({mlflow.uri}, user admin) and watch version 3 roll out:
+{score}
+Move the alias in MLflow ({mlflow.uri}, user admin) and watch version 3 roll out; the same curl then
+answers with version 3:
 
   MLFLOW_TRACKING_USERNAME={mlflow.credentials_env()['MLFLOW_TRACKING_USERNAME']} \\
   MLFLOW_TRACKING_PASSWORD={mlflow.credentials_env()['MLFLOW_TRACKING_PASSWORD']} \\

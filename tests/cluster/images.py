@@ -115,10 +115,9 @@ def pause_image(pause_binary: Path) -> ImageArchive:
     binary = Path(pause_binary).read_bytes()
     key = hashlib.sha256(recipe_hash().encode() + b"\0" + binary).hexdigest()
     archive = ImageArchive(f"{LOCAL_REGISTRY}/pause:{key[:SHORT_HASH]}", archive_path("pause", key), key)
-    with build_lock(print_to_stderr):
-        if not archive.path.exists():
-            write_atomically(archive.path, pause_archive_bytes(binary, archive.name))
-            remove_older_archives("pause", archive.path)
+    # No build lock: a cluster must not wait for another run's image build to get its 1 MB sandbox image.
+    if not archive.path.exists():
+        write_atomically(archive.path, pause_archive_bytes(binary, archive.name))
     return archive
 
 
@@ -353,7 +352,7 @@ def tar_bytes(files: dict[str, tuple[bytes, int]]) -> bytes:
 
 
 def write_atomically(path: Path, content: bytes) -> None:
-    partial = path.with_suffix(".partial.tar")
+    partial = path.with_suffix(f".partial-{os.getpid()}.tar")  # one per writer: concurrent writers never collide
     partial.write_bytes(content)
     os.replace(partial, path)
 
