@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv system-deps cluster-bins cluster crds test test-unit dev clean
+.PHONY: help venv system-deps cluster-bins images cluster crds test test-unit dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
 	@echo "make test   - the whole test suite (unit + integration on a real control plane, MLflow, Prometheus)"
 	@echo "make cluster - start the local control plane in the foreground and print its kubeconfig"
 	@echo "make crds   - regenerate crds/ from the pydantic API models"
+	@echo "make images - build the operator and runtime images (the tests build them when needed)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +36,14 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	  else echo "warning: not root, so not installing $(SYSTEM_PACKAGES); tests that need them fail or skip" >&2; fi; fi
 
+# The operator and runtime images from their Dockerfiles (buildah, no registry), cached by their inputs.
+images: venv system-deps
+	$(PY) -m tests.cluster.images
+
 cluster: venv cluster-bins
 	$(PY) -m tests.cluster.launcher
 
-dev: venv cluster-bins
+dev: venv system-deps cluster-bins
 	$(PY) -m tests.cluster.dev
 
 crds: venv

@@ -117,7 +117,9 @@ def pause_image(pause_binary: Path) -> ImageArchive:
     archive = ImageArchive(f"{LOCAL_REGISTRY}/pause:{key[:SHORT_HASH]}", archive_path("pause", key), key)
     # No build lock: a cluster must not wait for another run's image build to get its 1 MB sandbox image.
     if not archive.path.exists():
+        archive.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(archive.path, pause_archive_bytes(binary, archive.name))
+        remove_older_archives("pause", archive.path)
     return archive
 
 

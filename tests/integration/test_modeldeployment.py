@@ -163,6 +163,9 @@ def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
     wait_phase(kubectl, operator, ns, "d", "Ready", readyReplicas=1)
 
     # Several periodic reconciles (every 3s here) of an unchanged object must not write to the API server.
+    # Earlier tests' namespaces go first: while one is emptied, the operator rightly re-creates what the
+    # namespace controller deleted under a ModelDeployment that still exists, and the apiserver refuses.
+    wait_for(lambda: not _terminating_namespaces(kubectl), "earlier tests' namespaces to be gone", timeout=180)
     before = wait_for(lambda: _settled_write_count(kubectl), "API server writes to settle", timeout=60)
     time.sleep(12)  # an observation window of four reconcile intervals, not a speed assertion
     after = _write_count(kubectl)
@@ -172,6 +175,11 @@ def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
 # The operator writes with server-side apply and status merge patches. DELETE is left out: namespaces of
 # earlier tests are still being emptied by the namespace controller while this one runs.
 _WRITE_VERBS = {"APPLY", "PATCH"}
+
+
+def _terminating_namespaces(kubectl) -> list[str]:
+    listed = get(kubectl, "namespaces") or {"items": []}
+    return [n["metadata"]["name"] for n in listed["items"] if n.get("status", {}).get("phase") == "Terminating"]
 
 
 def _write_count(kubectl) -> int:

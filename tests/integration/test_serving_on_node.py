@@ -132,3 +132,26 @@ def test_a_refused_model_is_reported_with_the_fetch_reason(kubectl, operator, ml
     assert "modelpilot-absent-package: wanted ==1.0, found not installed" in status["message"]
     events = get(kubectl, "events", "-n", ns, "--field-selector", "involvedObject.name=strict")["items"]
     assert any(e["reason"] == "RequirementsRefused" and e["type"] == "Warning" for e in events)
+
+
+def test_a_server_that_cannot_start_is_reported_and_the_old_pods_keep_serving(kubectl, operator, served):
+    ns = served["namespace"]
+    def set_args(args: list[str] | None) -> None:
+        patch = {"spec": {"runtime": {"args": args}}}  # null removes the field again
+        kubectl("patch", "mdep", "fraud", "-n", ns, "--type=merge", "-p", json.dumps(patch), check=True)
+
+    with Load(served["url"], {"inputs": ROWS}, workers=2) as load:
+        set_args(["--no-such-flag"])
+        status = wait_status(kubectl, operator, ns, "fraud", lambda st: st.get("phase") == "Degraded", "fraud Degraded")
+        degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+        assert degraded["status"] == "True" and degraded["reason"] == "ModelServerCrashLoop"
+        # The server's own last words, taken from its log since it died before writing a termination message.
+        assert "unrecognized arguments: --no-such-flag" in degraded["message"]
+        assert "replicas of version 2 ready" in status["message"], "the pods of the previous template still serve"
+        events = get(kubectl, "events", "-n", ns, "--field-selector", "involvedObject.name=fraud")["items"]
+        assert any(e["reason"] == "ModelServerCrashLoop" and e["type"] == "Warning" for e in events)
+
+        set_args(None)
+        wait_status(kubectl, operator, ns, "fraud", serving("2"), "fraud Ready again once the spec is fixed")
+    assert load.answers and load.failures() == [], f"requests failed while the new pods crashed: {load.failures()[:5]}"
+    assert {a.version for a in load.answers} == {"2"}

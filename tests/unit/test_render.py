@@ -221,3 +221,9 @@ def test_pods_announce_their_metrics_to_prometheus_pod_discovery():
 def test_a_stopping_model_server_keeps_serving_until_endpoints_drop_it():
     server = workload.deployment(OWNER, spec(), MODEL, "img")["spec"]["template"]["spec"]["containers"][0]
     assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": workload.PRE_STOP_SECONDS}}}
+
+
+def test_containers_that_die_without_a_termination_message_report_their_last_log_lines():
+    pod = workload.deployment(OWNER, spec(), MODEL, "img")["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

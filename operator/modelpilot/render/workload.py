@@ -22,6 +22,9 @@ from .pod import pod_fields, template_metadata
 MODEL_DIR = "/var/lib/modelpilot/model"
 RUN_AS = 10001
 PRE_STOP_SECONDS = 5
+# A container that dies before writing its termination message (a bad flag, a crash at import) still
+# says why: the kubelet takes the last lines of its log, and the ModelDeployment's status shows them.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 
 _RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -86,6 +89,7 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         **secret_env,
         "volumeMounts": [model_mount, tmp_mount],
         "securityContext": _RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     server = {
         "name": "model-server",
@@ -110,6 +114,7 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "volumeMounts": [{**model_mount, "readOnly": True}, tmp_mount],
         "securityContext": _RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     # The API server drops empty maps and lists; rendering them would look like drift forever.
     resources = {k: v for k, v in spec.resources.to_wire().items() if v}
