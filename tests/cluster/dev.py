@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 from tests.cluster.launcher import KWOK_TOLERATION, LocalCluster, build_binaries
+from tests.support.load import post_once_routed
 from tests.support.mlflow import mlflow_server, register_sklearn_model
 from tests.support.processes import start_process, stop_process
 from tests.support.waiting import wait_for
@@ -115,7 +115,7 @@ def _wait_until_served(kubectl: list[str], cluster: LocalCluster) -> str | None:
     service = subprocess.run([*kubectl, "get", "service", "fraud", "-n", "ml", "-o", "json"],
                              capture_output=True, text=True, check=True)  # fmt: skip
     url = f"http://{json.loads(service.stdout)['spec']['clusterIP']}/invocations"
-    answer = httpx.post(url, json={"inputs": ROWS}, timeout=30)
+    answer = post_once_routed(url, {"inputs": ROWS})
     say(f"scored through the Service: {answer.status_code} {answer.text.strip()} "
         f"(version {answer.headers.get('modelpilot-model-version')})")  # fmt: skip
     return f"curl -si {url} -H 'Content-Type: application/json' -d '{json.dumps({'inputs': ROWS})}'"

@@ -78,6 +78,7 @@ def test_real_pods_answer_through_their_service(kubectl, real_node, images, rest
     names = {p["metadata"]["name"] for p in pods}
 
     cluster_ip = json.loads(kubectl("get", "service", "echo", "-n", ns, "-o", "json", check=True).stdout)["spec"]["clusterIP"]
+    wait_for(lambda: _answers(f"http://{cluster_ip}/"), "kube-proxy to route the new Service", timeout=30)
     answered = [httpx.get(f"http://{cluster_ip}/", timeout=5).text for _ in range(60)]
     # kube-proxy picks a pod per connection at random: both answer, and nothing else does.
     assert set(answered) == names
@@ -89,6 +90,13 @@ def test_real_pods_answer_through_their_service(kubectl, real_node, images, rest
     # Pods reach servers on this machine's loopback through the host address.
     probe = f"import urllib.request; print(urllib.request.urlopen('http://{host_address}:{mlflow.uri.rsplit(':', 1)[1]}/health').status)"
     assert kubectl("exec", pod, "-n", ns, "--", "python", "-c", probe, check=True).stdout.strip() == "200"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.ConnectError:  # not routed yet: the node answers "network unreachable"
+        return False
 
 
 def real_node_name() -> str:

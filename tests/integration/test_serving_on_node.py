@@ -1,7 +1,7 @@
 """Models served for real on the real node: the operator's pods fetch the model from the real MLflow
 server, answer through the Service's ClusterIP exactly what the model predicts in-process, roll a new
-version out under load without a failed request, report a refused model, and are found and scraped by
-Prometheus through Kubernetes service discovery."""
+version out under load without a failed request and report a refused model. Prometheus finding and
+scraping them through Kubernetes service discovery: test_prometheus_discovery.py."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import time
 
 import httpx
 import pytest
-import yaml
 
-from tests.support.load import Load
+from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import predict_in_process, register_sklearn_model, set_alias
+from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
 MODEL = "node-model"
 ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4], [1.9, 0.8, -0.6, 0.0], [-1.1, -0.9, 0.2, 0.7]]
-START_TIMEOUT = 240  # image already loaded; fetch, imports and model load on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -32,50 +31,13 @@ def node_model(mlflow) -> str:
 
 
 @pytest.fixture(scope="module")
-def pod_mlflow_uri(mlflow, host_address) -> str:
-    """The MLflow server as the model's pods (and the operator) reach it."""
-    return mlflow.uri.replace("127.0.0.1", host_address)
-
-
-def apply_model(kubectl, namespace: str, name: str, uri: str, model: dict, **spec) -> None:
-    body = {
-        "apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"model": model, "mlflow": {"trackingUri": uri, "credentialsSecret": "mlflow-creds"}, **spec},
-    }  # fmt: skip
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
-
-
-def get(kubectl, *args: str) -> dict:
-    return json.loads(kubectl("get", *args, "-o", "json", check=True).stdout)
-
-
-def wait_status(kubectl, operator, namespace: str, name: str, accept, what: str, timeout: float = START_TIMEOUT) -> dict:
-    def probe():
-        status = get(kubectl, "mdep", name, "-n", namespace).get("status", {})
-        return status if accept(status) else None
-
-    try:
-        return wait_for(probe, what, timeout=timeout, interval=0.5)
-    except AssertionError as exc:
-        pods = kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
-        raise AssertionError(f"{exc}\npods:\n{pods}\noperator log:\n{operator.tail(40)}") from None
-
-
-def serving(version: str):
-    return lambda st: st.get("phase") == "Ready" and (st.get("model") or {}).get("version") == version
-
-
-def cluster_ip(kubectl, namespace: str, name: str) -> str:
-    return get(kubectl, "service", name, "-n", namespace)["spec"]["clusterIP"]
-
-
-@pytest.fixture(scope="module")
 def served(kubectl, operator, images, node_model, pod_mlflow_uri, module_namespace) -> dict:
     """ModelDeployment `fraud` following alias champion (version 1), two replicas, Ready on the real node."""
     apply_model(kubectl, module_namespace, "fraud", pod_mlflow_uri, {"name": node_model, "alias": "champion"}, replicas=2)
     wait_status(kubectl, operator, module_namespace, "fraud", serving("1"), "fraud Ready on version 1")
-    return {"namespace": module_namespace, "url": f"http://{cluster_ip(kubectl, module_namespace, 'fraud')}/invocations"}
+    url = f"http://{cluster_ip(kubectl, module_namespace, 'fraud')}/invocations"
+    post_once_routed(url, {"inputs": ROWS})
+    return {"namespace": module_namespace, "url": url}
 
 
 def test_the_service_answers_what_the_model_predicts_in_process(kubectl, mlflow, served, node_model):

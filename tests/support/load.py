@@ -60,3 +60,16 @@ class Load:
 
     def failures(self) -> list[Answer]:
         return [a for a in self.answers if not a.ok]
+
+
+def post_once_routed(url: str, body: dict, timeout: float = 30) -> httpx.Response:
+    """POST to a ClusterIP that may not be programmed yet: kube-proxy writes a new Service's rules a moment
+    after it exists, and until then the node answers "network unreachable". Retries only that, bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.post(url, json=body, timeout=30)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
