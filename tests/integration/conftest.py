@@ -24,6 +24,12 @@ def registered_model(mlflow):
     return name
 
 
+@pytest.fixture(scope="session")
+def pod_mlflow_uri(mlflow, host_address) -> str:
+    """The MLflow server as the model's pods (and the operator) reach it."""
+    return mlflow.uri.replace("127.0.0.1", host_address)
+
+
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
 OPERATOR_NAMESPACE = "modelpilot-system"

@@ -1,10 +1,13 @@
-"""A real Prometheus (Debian's package) on loopback, scraping targets the tests add while it runs."""
+"""A real Prometheus on loopback, scraping targets the tests add while it runs (job ``models``) and
+whatever extra scrape configs a test passes (Kubernetes pod discovery, say, with a Prometheus built for
+it: tests/support/prometheus_build.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,12 @@ class Prometheus:
         response.raise_for_status()
         return response.json()["data"]["result"]
 
+    def active_targets(self, job: str) -> list[dict]:
+        """The targets of `job` Prometheus scrapes now, as /api/v1/targets lists them."""
+        response = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active", "scrapePool": job}, timeout=10)
+        response.raise_for_status()
+        return [t for t in response.json()["data"]["activeTargets"] if t["scrapePool"] == job]
+
     def wait_for_value(self, promql: str, accept, what: str, timeout: float = 60) -> float:
         """Poll `promql` until its single value satisfies `accept`; returns that value."""
 
@@ -53,8 +62,11 @@ def prometheus_binary() -> str | None:
 
 
 @contextmanager
-def prometheus_server():
-    binary = prometheus_binary()
+def prometheus_server(scrape_configs: Sequence[dict] = (), binary: str | Path | None = None):
+    """Prometheus scraping every second: the file-discovered `models` job, then `scrape_configs` as given.
+
+    `binary` defaults to the `prometheus` on PATH (Debian's package)."""
+    binary = binary or prometheus_binary()
     if binary is None:
         raise RuntimeError("prometheus is not installed: apt-get install prometheus (.ci/run does)")
     with tempfile.TemporaryDirectory(prefix="modelpilot-prometheus-") as tmp:
@@ -64,14 +76,15 @@ def prometheus_server():
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "scrape_configs": [
-                {"job_name": "models", "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]}
+                {"job_name": "models", "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]},
+                *scrape_configs,
             ],
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log_path = root / "prometheus.log"
         proc = start_process(
-            [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+            [str(binary), f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
             None, log_path,
         )  # fmt: skip

@@ -1,0 +1,48 @@
+"""ModelDeployments driven through the real kubectl: apply one, read objects back, wait for a status."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from .waiting import wait_for
+
+START_TIMEOUT = 240  # image already loaded; fetch, imports and model load on a shared 2-core machine
+
+
+def apply_model(kubectl, namespace: str, name: str, uri: str, model: dict, **spec) -> None:
+    body = {
+        "apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"model": model, "mlflow": {"trackingUri": uri, "credentialsSecret": "mlflow-creds"}, **spec},
+    }  # fmt: skip
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
+
+
+def get(kubectl, *args: str) -> dict:
+    return json.loads(kubectl("get", *args, "-o", "json", check=True).stdout)
+
+
+def wait_status(kubectl, operator, namespace: str, name: str, accept, what: str, timeout: float = START_TIMEOUT) -> dict:
+    """Poll the ModelDeployment's status until `accept(status)`; on timeout the failure shows the pods and
+    the operator's log."""
+
+    def probe():
+        status = get(kubectl, "mdep", name, "-n", namespace).get("status", {})
+        return status if accept(status) else None
+
+    try:
+        return wait_for(probe, what, timeout=timeout, interval=0.5)
+    except AssertionError as exc:
+        pods = kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
+        raise AssertionError(f"{exc}\npods:\n{pods}\noperator log:\n{operator.tail(40)}") from None
+
+
+def serving(version: str):
+    """A status check: Ready, serving `version`."""
+    return lambda st: st.get("phase") == "Ready" and (st.get("model") or {}).get("version") == version
+
+
+def cluster_ip(kubectl, namespace: str, name: str) -> str:
+    return get(kubectl, "service", name, "-n", namespace)["spec"]["clusterIP"]
