@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
 import kopf
+
+# HTTP clients log every request URL at INFO: credentials can hide in a URL, and the registry's requests
+# would flood the log besides.
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
+
+
+def configure_logging(verbose: bool) -> None:
+    kopf.configure(verbose=verbose)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL; empty disables it")
     args = parser.parse_args(argv)
-    kopf.configure(verbose=args.verbose)
+    configure_logging(args.verbose)
     from . import handlers  # noqa: F401  (registers the handlers)
 
     asyncio.run(

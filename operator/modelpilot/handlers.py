@@ -122,7 +122,9 @@ async def _resync_once(modeldeployments, live) -> None:
     for body, outcome in zip(bodies, outcomes):
         if isinstance(outcome, BaseException):  # one object's failure must not end the loop for all
             meta = body["metadata"]
-            log.error("periodic reconcile of %s/%s failed: %r", meta["namespace"], meta["name"], outcome)
+            # Not %r: the repr of some errors (a UnicodeDecodeError) holds all the bytes they were given.
+            log.error("periodic reconcile of %s/%s failed: %s: %s", meta["namespace"], meta["name"],
+                      type(outcome).__name__, outcome)
 
 
 @kopf.on.event(*MD)

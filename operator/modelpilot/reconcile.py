@@ -20,7 +20,7 @@ from .api import GROUP, KIND, VERSION, ModelDeploymentSpec, ModelDeploymentStatu
 from .api.status import ResolvedModel
 from .kube import objects
 from .kube.events import post_event
-from .registry.errors import CredentialsSecretMissing
+from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing
 from .registry.mlflow import Credentials
 from .registry.resolver import Resolver
 from .render import workload
@@ -112,7 +112,13 @@ class Reconciler:
         secret = spec.mlflow.credentials_secret
         if secret:
             loop = asyncio.get_running_loop()
-            data = await loop.run_in_executor(self._kube, objects.secret_data, namespace, secret)
+            try:
+                data = await loop.run_in_executor(
+                    self._kube, objects.secret_data, namespace, secret, Credentials.SECRET_KEYS
+                )
+            except objects.SecretValueNotText as exc:
+                invalid = CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}")
+                return {"failure": ResolveFailure(invalid.reason, str(invalid), invalid.retryable)}
             if data is None:
                 missing = CredentialsSecretMissing(
                     f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.pod import RESERVED_LABEL_PREFIX, RESERVED_LABELS, PodTemplate
 from modelpilot.api.status import ResolvedModel
@@ -54,12 +56,16 @@ def test_pod_meets_the_restricted_profile():
     assert all("hostPath" not in v for v in pod["volumes"])
 
 
-def test_credentials_secret_reaches_both_containers_as_env():
+def test_credentials_secret_reaches_the_fetch_step_only():
     pod = workload.deployment(
         OWNER, spec(mlflow={"trackingUri": "http://m", "credentialsSecret": "creds"}), MODEL, "img"
     )["spec"]["template"]["spec"]
-    for container in pod["initContainers"] + pod["containers"]:
-        assert container["envFrom"] == [{"secretRef": {"name": "creds"}}]
+    (fetch,) = pod["initContainers"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "creds"}}]
+    # The model's own code runs in the server: no way to the Secret from there, by envFrom or by a single key.
+    (server,) = pod["containers"]
+    assert "secretRef" not in json.dumps(server) and "secretKeyRef" not in json.dumps(server)
+    assert all("secret" not in volume for volume in pod["volumes"])
 
 
 def test_runtime_overrides_image_port_args_and_env():

@@ -6,9 +6,10 @@ validations the API server enforces at `kubectl apply`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import GROUP, KIND, PLURAL, VERSION  # noqa: F401 - re-exported: the API's names
 from .base import DURATION_PATTERN, ApiModel, cel
@@ -32,20 +33,45 @@ class ModelRef(ApiModel, rules=[cel("has(self.version) != has(self.alias)", "set
     )
 
 
+# `user:password@` before the host. A URL is copied into pod specs, logs and messages; a Secret is not.
+_URL_USERINFO = r"^[a-zA-Z][-+.a-zA-Z0-9]*://[^/?#]*@"
+_NO_URL_CREDENTIALS_RULE = {
+    **cel(
+        f"!self.matches('{_URL_USERINFO}')",
+        "must not carry credentials (user:password@host): put them in the Secret named by credentialsSecret",
+    ),
+    # Reported as Forbidden, which does not echo the value: an Invalid error would print the password.
+    "reason": "FieldValueForbidden",
+}
+
+
 class MlflowSpec(ApiModel):
     """Where the MLflow tracking server and Model Registry live, and how to authenticate to it."""
 
     tracking_uri: str = Field(
-        pattern=r"^https?://", description="Base URL of the MLflow tracking server, such as http://mlflow.mlflow:5000."
+        pattern=r"^https?://",
+        # Bounded, so the API server can price the CEL rule.
+        max_length=2048,
+        description="Base URL of the MLflow tracking server, such as http://mlflow.mlflow:5000. No credentials in it.",
+        json_schema_extra={"x-kubernetes-validations": [_NO_URL_CREDENTIALS_RULE]},
     )
     credentials_secret: str | None = Field(
         None,
         description=(
             "Name of a Secret in the same namespace holding MLflow credentials (MLFLOW_TRACKING_TOKEN, or "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD) and any artifact-store credentials "
-            "(for example AWS_ACCESS_KEY_ID). It is exposed to the model's pods as environment variables."
+            "(for example AWS_ACCESS_KEY_ID). The operator reads the MLflow keys; the init container that "
+            "fetches the model gets every key as an environment variable; the model server gets none."
         ),
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, uri: str) -> str:
+        # The same as the CEL rule, for objects stored before it existed. The error must not echo the URL.
+        if re.match(_URL_USERINFO, uri):
+            raise ValueError(_NO_URL_CREDENTIALS_RULE["message"])
+        return uri
 
 
 class Resources(ApiModel):

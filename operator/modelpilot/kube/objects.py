@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Iterable
 
 from kubernetes.client.exceptions import ApiException
 
@@ -99,9 +100,36 @@ def patch_status(api_version: str, kind: str, namespace: str, name: str, status:
     )
 
 
-def secret_data(namespace: str, name: str) -> dict[str, str] | None:
-    """A Secret's decoded data, or None when it does not exist."""
+class SecretValueNotText(ValueError):
+    """A Secret value the operator reads is not UTF-8 text. Says which key, never what the value holds."""
+
+
+def secret_data(namespace: str, name: str, keys: Iterable[str]) -> dict[str, str] | None:
+    """The values of `keys` the Secret has, decoded; None when the Secret does not exist."""
     body = get("v1", "Secret", namespace, name)
     if body is None:
         return None
-    return {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+    return decode_keys(body.get("data") or {}, keys)
+
+
+def decode_keys(data: dict[str, str], keys: Iterable[str]) -> dict[str, str]:
+    """Only the keys asked for are decoded: the others (artifact-store keys, binary keystores) are for the
+    model's fetch step, not for the operator."""
+    decoded = {}
+    for key in keys:
+        if key not in data:
+            continue
+        text = _text(data[key])
+        if text is None:
+            # Raised outside the decoding's except block: a UnicodeDecodeError's repr holds the raw bytes,
+            # and a chained one would reach any traceback that is logged.
+            raise SecretValueNotText(f"the value of key {key} is not UTF-8 text")
+        decoded[key] = text
+    return decoded
+
+
+def _text(encoded: str) -> str | None:
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError both are
+        return None

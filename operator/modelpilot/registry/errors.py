@@ -43,3 +43,9 @@ class CredentialsSecretMissing(RegistryError):
 
     reason = "CredentialsSecretMissing"
     retryable = True
+
+
+class CredentialsSecretInvalid(RegistryError):
+    """The Secret exists but a key the operator reads from it holds no text (say, a binary file)."""
+
+    reason = "CredentialsSecretInvalid"

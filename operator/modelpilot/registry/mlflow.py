@@ -34,6 +34,9 @@ class Credentials:
     username: str | None = None
     password: str | None = None
 
+    # The Secret keys the operator reads; the others are for the fetch step in the model's pod.
+    SECRET_KEYS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
     @classmethod
     def from_secret_data(cls, data: dict[str, str]) -> Credentials:
         return cls(

@@ -73,6 +73,8 @@ def deployment(
 def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str) -> dict:
     runtime = spec.runtime
     image = runtime.image or image
+    # Only the fetch step gets the credentials: the model server runs the model's own (pickled) code,
+    # which must not read registry or artifact-store credentials, ones that may move aliases among them.
     secret_env = {"envFrom": [{"secretRef": {"name": spec.mlflow.credentials_secret}}]} if spec.mlflow.credentials_secret else {}
     model_mount = {"name": "model", "mountPath": MODEL_DIR}
     tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
@@ -104,7 +106,6 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
             {"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri},
             *({"name": e.name, "value": e.value} for e in runtime.env),
         ],
-        **secret_env,
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
         "readinessProbe": _probe("/ready", runtime.port, period=5),
         "livenessProbe": _probe("/health", runtime.port, period=10, failures=6),
