@@ -28,6 +28,7 @@ from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
 from .rollout import health
 from .rollout.conditions import get_condition, notices
+from .rollout.images import image_refusal
 from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, plan
 from .settings import Settings
 
@@ -102,6 +103,7 @@ class Reconciler:
                 if not _resolved_for(old, generation):
                     return None
                 seen = {"resolved": old.model}
+            seen = _screen_image(spec, seen, self.settings)
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._kube, _converge, body, spec, old, seen, self.settings, live)
             self._written[uid] = outcome.status
@@ -129,6 +131,14 @@ class Reconciler:
         if result.error is not None:
             return {"failure": ResolveFailure(result.error.reason, str(result.error), result.error.retryable)}
         return {"resolved": result.model}
+
+
+def _screen_image(spec: ModelDeploymentSpec | None, seen: dict, settings: Settings) -> dict:
+    """A resolved model whose runtime image is not allowed becomes a failure, so the plan rolls nothing out."""
+    if spec is None or "resolved" not in seen:
+        return seen
+    refusal = image_refusal(workload.runtime_image(spec, settings.runtime_image), settings.allowed_images)
+    return seen if refusal is None else {"failure": refusal}
 
 
 def _converge(

@@ -19,6 +19,8 @@ class Settings:
     # registry cannot starve the Kubernetes work.
     registry_workers: int = 8
     kube_workers: int = 8
+    # Glob patterns the runtime image of every ModelDeployment must match; empty allows any image.
+    allowed_images: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -30,4 +32,10 @@ class Settings:
             registry_timeout_seconds=float(env.get("MODELPILOT_REGISTRY_TIMEOUT", defaults.registry_timeout_seconds)),
             registry_workers=int(env.get("MODELPILOT_REGISTRY_WORKERS", defaults.registry_workers)),
             kube_workers=int(env.get("MODELPILOT_KUBE_WORKERS", defaults.kube_workers)),
+            allowed_images=_patterns(env.get("MODELPILOT_ALLOWED_IMAGES", "")),
         )
+
+
+def _patterns(text: str) -> tuple[str, ...]:
+    """Comma-separated patterns; blanks around them and empty ones are dropped."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())

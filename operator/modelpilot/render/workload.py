@@ -70,9 +70,14 @@ def deployment(
     return body
 
 
+def runtime_image(spec: ModelDeploymentSpec, default: str) -> str:
+    """The image the model's pods run: the spec's own, or the operator's default."""
+    return spec.runtime.image or default
+
+
 def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str) -> dict:
     runtime = spec.runtime
-    image = runtime.image or image
+    image = runtime_image(spec, image)
     # Only the fetch step gets the credentials: the model server runs the model's own (pickled) code,
     # which must not read registry or artifact-store credentials, ones that may move aliases among them.
     secret_env = {"envFrom": [{"secretRef": {"name": spec.mlflow.credentials_secret}}]} if spec.mlflow.credentials_secret else {}
