@@ -421,7 +421,7 @@ class LocalCluster:
                 f"--client-ca-file={pki.ca_cert}",
                 "--authorization-mode=Node,RBAC",
                 # Added to the defaults (which include PodSecurity, ServiceAccount, NamespaceLifecycle...).
-                "--enable-admission-plugins=NodeRestriction",
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
                 # Let privileged pods past validation so that PodSecurity is what judges them.
                 "--allow-privileged=true",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",

@@ -1,4 +1,6 @@
-"""The Helm chart installs for real with the pinned helm, and its CRD copy is the generated one."""
+"""The Helm chart installs for real with the pinned helm, its CRD copy is the generated one, and its RBAC
+lets the operator do its job and no more: cluster-wide by default, in the watched namespaces only when
+`watchNamespaces` is set."""
 
 from __future__ import annotations
 
@@ -7,13 +9,50 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cluster.launcher import default_bin_dir
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "modelpilot"
 GENERATED_CRD = CHART.parents[1] / "crds" / "modelpilot.io_modeldeployments.yaml"
+KUBE_VERSION = "v1.35.4"
 
 pytestmark = pytest.mark.cluster
+
+# (verb, resource, subresource, allowed) where the operator serves ModelDeployments.
+SERVING_RIGHTS = [
+    ("list", "modeldeployments.modelpilot.io", "", "yes"),
+    ("patch", "modeldeployments.modelpilot.io", "", "yes"),  # kopf's annotations
+    ("update", "modeldeployments.modelpilot.io", "", "no"),
+    ("patch", "modeldeployments.modelpilot.io", "status", "yes"),
+    ("update", "modeldeployments.modelpilot.io", "status", "no"),
+    # blockOwnerDeletion under OwnerReferencesPermissionEnforcement
+    ("update", "modeldeployments.modelpilot.io", "finalizers", "yes"),
+    ("create", "deployments.apps", "", "yes"),  # server-side apply of a new object
+    ("patch", "deployments.apps", "", "yes"),
+    ("update", "deployments.apps", "", "no"),
+    ("get", "deployments.apps", "", "no"),  # read from kopf's index, never fetched
+    ("delete", "horizontalpodautoscalers.autoscaling", "", "yes"),
+    ("update", "services", "", "no"),
+    ("get", "secrets", "", "yes"),
+    ("list", "secrets", "", "no"),
+    ("watch", "secrets", "", "no"),
+    ("watch", "pods", "", "yes"),
+    ("list", "pods", "", "yes"),
+    ("get", "pods", "", "no"),
+    ("create", "pods", "", "no"),
+    ("delete", "pods", "", "no"),
+    ("get", "pods", "log", "no"),
+    ("create", "pods", "exec", "no"),
+    ("create", "events", "", "yes"),
+    ("patch", "events", "", "no"),
+]
+# Cluster-scoped, whatever the mode: kopf discovers CRDs and namespaces.
+CLUSTER_RIGHTS = [
+    ("list", "namespaces", "", "yes"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", "", "yes"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", "", "no"),
+]
 
 
 def helm(kube_cluster, *args: str) -> subprocess.CompletedProcess:
@@ -23,43 +62,76 @@ def helm(kube_cluster, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def service_account(namespace: str, release: str) -> str:
+    return f"system:serviceaccount:{namespace}:{release}-modelpilot"
+
+
+def assert_rights(kubectl, account: str, rights: list[tuple[str, str, str, str]], namespace: str | None) -> None:
+    where = ["-n", namespace] if namespace else ["--all-namespaces"]
+    wrong = []
+    for verb, resource, subresource, allowed in rights:
+        args = ["auth", "can-i", verb, resource, f"--subresource={subresource}", "--as", account, *where]
+        answer = kubectl(*args).stdout.strip()
+        if answer != allowed:
+            wrong.append(f"can-i {verb} {resource} {subresource} in {namespace or 'the cluster'}: {answer}")
+    assert not wrong, f"{account}:\n" + "\n".join(wrong)
+
+
+def denied(rights: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    return [(verb, resource, sub, "no") for verb, resource, sub, _ in rights]
+
+
 def test_chart_crd_is_the_generated_one():
     assert (CHART / "crds" / GENERATED_CRD.name).read_text() == GENERATED_CRD.read_text(), "run `make crds`"
 
 
-def test_chart_lints_and_installs(kube_cluster, kubectl, namespace):
+def test_chart_lints_and_installs_cluster_wide(kube_cluster, kubectl, namespace):
     lint = helm(kube_cluster, "lint", str(CHART), "--strict")
     assert lint.returncode == 0, lint.stdout + lint.stderr
     release = f"mp-{namespace}"
     installed = helm(
         kube_cluster, "install", release, str(CHART), "-n", namespace,
-        "--set", "runtimeImage=registry.example/runtime:1", "--set", "watchNamespaces={ml}", "--wait=false",
-    )
+        "--set", "runtimeImage=registry.example/runtime:1",
+        "--set", "allowedRuntimeImages={registry.example/*,ghcr.io/modelpilot/runtime:*}",
+        "--wait=false",
+    )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
     try:
         dep = json.loads(kubectl("get", "deployment", f"{release}-modelpilot", "-n", namespace, "-o", "json", check=True).stdout)
         container = dep["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["MODELPILOT_RUNTIME_IMAGE"] == "registry.example/runtime:1"
-        assert "--namespace=ml" in container["args"]
+        assert env["MODELPILOT_ALLOWED_IMAGES"] == "registry.example/*,ghcr.io/modelpilot/runtime:*"
+        assert not [arg for arg in container["args"] if arg.startswith("--namespace")]
         kubectl("get", "crd", "modeldeployments.modelpilot.io", check=True)
-        # The operator's ServiceAccount may do its job and no more.
-        sa = f"system:serviceaccount:{namespace}:{release}-modelpilot"
-        for verb, resource, subresource, allowed in [
-            ("patch", "modeldeployments.modelpilot.io", "status", "yes"),
-            ("patch", "deployments.apps", "", "yes"),
-            ("get", "secrets", "", "yes"),
-            ("list", "secrets", "", "no"),
-            ("update", "modeldeployments.modelpilot.io", "", "no"),
-            ("watch", "pods", "", "yes"),
-            ("list", "pods", "", "yes"),
-            ("create", "pods", "", "no"),
-            ("delete", "pods", "", "no"),
-            ("get", "pods", "log", "no"),
-            ("create", "pods", "exec", "no"),
-        ]:
-            args = ["auth", "can-i", verb, resource, f"--subresource={subresource}", "--as", sa, "-n", "default"]
-            answer = kubectl(*args).stdout.strip()
-            assert answer == allowed, f"{sa} can-i {verb} {resource} {subresource}: {answer}"
+        # Watching every namespace, the operator may do its job in any of them, and no more.
+        account = service_account(namespace, release)
+        assert_rights(kubectl, account, SERVING_RIGHTS, "default")
+        assert_rights(kubectl, account, CLUSTER_RIGHTS, None)
     finally:
         helm(kube_cluster, "uninstall", release, "-n", namespace)
+
+
+def test_watched_namespaces_get_roles_and_the_cluster_keeps_only_discovery(kube_cluster, kubectl, namespace):
+    release = f"ns-{namespace}"
+    rendered = helm(
+        kube_cluster, "template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION,
+        "--set", f"watchNamespaces={{{namespace}}}",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    (operator,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert f"--namespace={namespace}" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    (cluster_role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {"customresourcedefinitions", "namespaces"}
+    rbac = yaml.safe_dump_all([d for d in documents if d["kind"] in {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}])
+    kubectl("apply", "-f", "-", input=rbac, check=True)
+    try:
+        account = service_account(namespace, release)
+        assert_rights(kubectl, account, SERVING_RIGHTS, namespace)
+        # Anywhere else, nothing: no Secret of another namespace can be read.
+        assert_rights(kubectl, account, denied(SERVING_RIGHTS), "default")
+        assert_rights(kubectl, account, [("get", "secrets", "", "no"), ("list", "modeldeployments.modelpilot.io", "", "no")], None)
+        assert_rights(kubectl, account, CLUSTER_RIGHTS, None)
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=rbac)

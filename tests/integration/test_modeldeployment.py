@@ -6,7 +6,10 @@ the Helm chart's RBAC, in namespaces that enforce Pod Security "restricted".
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import secrets
 import time
 
 import pytest
@@ -18,7 +21,7 @@ from modelpilot.render import workload
 from modelpilot.render.owner import Owner
 
 from tests.cluster.launcher import KWOK_TOLERATION
-from tests.support.mlflow import register_sklearn_model, set_alias
+from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_sklearn_model, set_alias
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
 
@@ -153,13 +156,18 @@ def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
 
     kubectl("scale", "deployment", "d", "-n", ns, "--replicas=3", check=True)
     kubectl("set", "env", "deployment/d", "-n", ns, "-c", "model-server", "MODELPILOT_MODEL_VERSION=9", check=True)
+    # Putting an ownerReference back is an update of it: OwnerReferencesPermissionEnforcement asks for
+    # delete on the Deployment and update of the owner's finalizers (blockOwnerDeletion).
+    unowned = '[{"op": "remove", "path": "/metadata/ownerReferences"}]'
+    kubectl("patch", "deployment", "d", "-n", ns, "--type=json", "-p", unowned, check=True)
 
     def reverted():
         dep = get(kubectl, "deployment", "d", "-n", ns)
         env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-        return dep["spec"]["replicas"] == 1 and env["MODELPILOT_MODEL_VERSION"] == "1"
+        owned = [ref["kind"] for ref in dep["metadata"].get("ownerReferences", [])] == ["ModelDeployment"]
+        return dep["spec"]["replicas"] == 1 and env["MODELPILOT_MODEL_VERSION"] == "1" and owned
 
-    wait_for(reverted, "the operator to put back replicas and env", timeout=60)
+    wait_for(reverted, "the operator to put back replicas, env and its ownerReference", timeout=60)
     wait_phase(kubectl, operator, ns, "d", "Ready", readyReplicas=1)
 
     # Several periodic reconciles (every 3s here) of an unchanged object must not write to the API server.
@@ -220,6 +228,27 @@ def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_
     )
 
 
+# Secret values as distinctive as real ones, so a leak cannot hide behind a common word.
+WRONG_USER = f"nobody-{secrets.token_hex(6)}"
+WRONG_PASSWORD = f"refused-{secrets.token_hex(12)}"
+ARTIFACT_KEY = f"artifact-store-{secrets.token_hex(12)}"
+KEYSTORE = b"\xff\xfe binary keystore " + secrets.token_bytes(16)
+# `user:password@` in a URL, in any text.
+URL_CREDENTIALS = re.compile(r"[a-zA-Z][-+.a-zA-Z0-9]*://[^/\s\"'@]+:[^/\s\"'@]+@")
+
+
+def create_secret(kubectl, namespace: str, name: str, values: dict[str, str | bytes]) -> None:
+    data = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in values.items()}
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": data}
+    kubectl("apply", "-f", "-", input=json.dumps(body), check=True)
+
+
+def leaks(text: str, values: list[str]) -> list[str]:
+    """The secret values (plain or base64) and URL credentials found in `text`."""
+    found = [v for v in values if v in text or base64.b64encode(v.encode()).decode() in text]
+    return found + URL_CREDENTIALS.findall(text)
+
+
 @pytest.mark.parametrize(
     "model, secret, reason, phase",
     [
@@ -228,14 +257,15 @@ def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_
         ({"name": "fraud-detector", "alias": "nobody"}, "mlflow-creds", "AliasNotFound", "Failed"),
         ({"name": "fraud-detector", "version": "1"}, "wrong-creds", "CredentialsRefused", "Failed"),
         ({"name": "fraud-detector", "version": "1"}, "absent-secret", "CredentialsSecretMissing", "Pending"),
+        ({"name": "fraud-detector", "version": "1"}, "binary-creds", "CredentialsSecretInvalid", "Failed"),
     ],
 )
 def test_bad_references_say_why_in_a_condition_and_an_event(
     kubectl, operator, mlflow, registered_model, restricted_namespace, model, secret, reason, phase
 ):
     ns = restricted_namespace
-    kubectl("create", "secret", "generic", "wrong-creds", "-n", ns,
-            "--from-literal=MLFLOW_TRACKING_USERNAME=admin", "--from-literal=MLFLOW_TRACKING_PASSWORD=wrong", check=True)
+    create_secret(kubectl, ns, "wrong-creds", {"MLFLOW_TRACKING_USERNAME": ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": WRONG_PASSWORD})
+    create_secret(kubectl, ns, "binary-creds", {"MLFLOW_TRACKING_USERNAME": ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": KEYSTORE})
     body = yaml.safe_load(manifest(ns, "bad", mlflow.uri, model))
     body["spec"]["mlflow"]["credentialsSecret"] = secret
     kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
@@ -248,8 +278,52 @@ def test_bad_references_say_why_in_a_condition_and_an_event(
         lambda: [e for e in events(kubectl, ns, "bad") if e["reason"] == reason and e["type"] == "Warning"],
         f"a Warning Event with reason {reason}",
     )
-    assert "wrong" not in json.dumps(st) + json.dumps(warning)  # no secret leaks into status or events
+    assert not leaks(json.dumps(st) + json.dumps(warning), [ADMIN_PASSWORD, WRONG_PASSWORD])
     assert get(kubectl, "deployment", "bad", "-n", ns) is None
+
+
+def test_secrets_never_reach_status_events_logs_pod_specs_or_metrics(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    # The real credentials beside an artifact-store key and a binary keystore, which are the fetch step's
+    # business only; and credentials MLflow refuses, just as secret.
+    create_secret(kubectl, ns, "served-creds", {
+        **mlflow.credentials_env(), "AWS_SECRET_ACCESS_KEY": ARTIFACT_KEY, "keystore.p12": KEYSTORE,
+    })  # fmt: skip
+    create_secret(kubectl, ns, "refused-creds", {"MLFLOW_TRACKING_USERNAME": WRONG_USER, "MLFLOW_TRACKING_PASSWORD": WRONG_PASSWORD})
+    for name, secret in (("served", "served-creds"), ("refused", "refused-creds")):
+        body = yaml.safe_load(manifest(ns, name, mlflow.uri, {"name": registered_model, "version": "1"}))
+        body["spec"]["mlflow"]["credentialsSecret"] = secret
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(body), check=True)
+    # Credentials in the URL are refused at the door, and the refusal does not repeat them.
+    uri_with_credentials = mlflow.uri.replace("://", f"://{ADMIN_USER}:{ADMIN_PASSWORD}@")
+    in_url = yaml.safe_load(manifest(ns, "in-url", uri_with_credentials, {"name": registered_model, "version": "1"}))
+    refusal = kubectl("apply", "-f", "-", input=yaml.safe_dump(in_url))
+    assert refusal.returncode != 0 and "must not carry credentials" in refusal.stderr
+
+    wait_phase(kubectl, operator, ns, "served", "Ready")
+    wait_phase(kubectl, operator, ns, "refused", "Failed")
+    wait_for(lambda: [e for e in events(kubectl, ns, "refused") if e["reason"] == "CredentialsRefused"], "the refusal's Event")
+    (pod,) = get(kubectl, "pods", "-n", ns, "-l", "modelpilot.io/deployment=served")["items"]
+    # The model's own code runs in the server, which has no way to the Secret; the fetch step has.
+    (fetch,), (server,) = pod["spec"]["initContainers"], pod["spec"]["containers"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "served-creds"}}]
+    assert "secretRef" not in json.dumps(server) and "secretKeyRef" not in json.dumps(server)
+
+    places = {
+        "status": kubectl("get", "mdep", "-n", ns, "-o", "json", check=True).stdout,
+        "events": kubectl("get", "events", "-n", ns, "-o", "json", check=True).stdout,
+        "operator log": operator.log_path.read_text(errors="replace"),
+        "pod specs": kubectl("get", "pods,replicasets,deployments", "-n", ns, "-o", "json", check=True).stdout,
+        "metrics": kubectl("get", "--raw", "/metrics", check=True).stdout,
+        "the refusal": refusal.stdout + refusal.stderr,
+    }
+    values = [ADMIN_PASSWORD, WRONG_USER, WRONG_PASSWORD, ARTIFACT_KEY]
+    found = {where: leaks(text, values) for where, text in places.items()}
+    assert not any(found.values()), found
+    # The registry's request URLs stay out of the log too.
+    assert "HTTP Request:" not in places["operator log"]
 
 
 def test_unreachable_registry_is_pending_and_retried(kubectl, operator, restricted_namespace):
@@ -290,6 +364,10 @@ def test_bad_spec_change_leaves_the_serving_version_untouched(
         ({"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "exactly one of setWeight, pause or analysis"),
         ({"rollout": {"steps": [{"pause": {"duration": "soon"}}]}}, "spec.rollout.steps[0].pause.duration"),
         ({"mlflow": {"trackingUri": "mlflow:5000"}}, "spec.mlflow.trackingUri"),
+        (
+            {"mlflow": {"trackingUri": "https://admin:pa55@mlflow:5000"}},
+            "spec.mlflow.trackingUri: Forbidden: must not carry credentials (user:password@host)",
+        ),
         ({"pod": {"labels": {"app.kubernetes.io/instance": "x"}}}, "must not set app.kubernetes.io/instance: the operator"),
         ({"pod": {"labels": {"modelpilot.io/track": "canary"}}}, "must not set modelpilot.io/track: the operator"),
         ({"pod": {"labels": {"team/": "a"}}}, "spec.pod.labels: Invalid value: keys must be qualified names"),
