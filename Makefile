@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv system-deps cluster-bins images cluster crds test test-unit dev clean
+.PHONY: help venv system-deps cluster-bins prometheus-bin images cluster crds test test-unit dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
@@ -36,6 +36,10 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	  else echo "warning: not root, so not installing $(SYSTEM_PACKAGES); tests that need them fail or skip" >&2; fi; fi
 
+# Prometheus with Kubernetes service discovery, which Debian's package leaves out, from its pinned Go module.
+prometheus-bin: venv
+	$(PY) -m tests.support.prometheus_build
+
 # The operator and runtime images from their Dockerfiles (buildah, no registry), cached by their inputs.
 images: venv system-deps
 	$(PY) -m tests.cluster.images
@@ -53,7 +57,7 @@ crds: venv
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
 
-test: venv system-deps cluster-bins
+test: venv system-deps cluster-bins prometheus-bin
 	$(PY) -m pytest -q -ra
 
 clean:

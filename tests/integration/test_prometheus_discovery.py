@@ -18,7 +18,7 @@ from tests.support.prometheus_build import ensure_prometheus_with_kubernetes_sd
 from tests.support.waiting import wait_for
 
 # The first test also waits for the cluster, the images and, on a cold cache, the Prometheus build.
-pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
 
 SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 JOB = "modelpilot-models"
