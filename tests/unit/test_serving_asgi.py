@@ -1,7 +1,8 @@
-"""The server's own ASGI layer (probes, metrics, timeout, identity headers), in-process with a stand-in scoring app.
+"""The server's own ASGI layer (probes, metrics, timeout, identity headers, error answers), in-process.
 
-The real MLflow scoring app and a real model are exercised in tests/serving/; here only the routing,
-timing and counting around it are checked.
+Most tests use a stand-in scoring app; those about how MLflow's app fails (a client that leaves, deep
+JSON, stack traces) use MLflow's own app around a stand-in model. A real model behind a real server
+process is exercised in tests/serving/.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from modelpilot.serving.metrics import Identity, ServingMetrics
 from modelpilot.serving import MANIFEST_FILE
 from modelpilot.serving.server import ServingApp, identity_headers, serving_identity
+from mlflow.models import Model
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -155,3 +157,120 @@ def test_the_fetch_manifest_names_the_model_when_the_environment_does_not(tmp_pa
     env = {"MODELPILOT_MODEL_NAME": "from-env", "MODELPILOT_MODEL_VERSION": "8", "MODELPILOT_TRACK": "canary"}
     assert serving_identity(str(tmp_path), env) == Identity("", "8", "canary", model_name="from-env")
     assert serving_identity(str(tmp_path / "missing"), {}) == Identity("", "", "stable")
+
+
+# -- how MLflow's app fails --------------------------------------------------------------------------
+
+
+class StandInModel:
+    """What MLflow's scoring app needs of a model: metadata (no signature) and a predict that can fail."""
+
+    metadata = Model()
+
+    def predict(self, data, params=None):
+        if "boom" in data.columns:
+            raise ValueError("the model failed")
+        return [0] * len(data)
+
+
+@pytest.fixture
+def mlflow_served(app, monkeypatch) -> ServingApp:
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")  # init() sets it; restored after the test
+    app.scoring = app.mlflow_app(StandInModel())
+    return app
+
+
+def scoring_scope() -> dict:
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/invocations", "raw_path": b"/invocations",
+        "query_string": b"", "root_path": "", "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 50000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+    }  # fmt: skip
+
+
+async def serve_one(app: ServingApp, received: list[dict], send_fails: bool = False) -> list[dict]:
+    """One scoring request the way an ASGI server delivers it: `received`, then a disconnect for ever.
+    With `send_fails`, sending raises the OSError a server raises once the connection has closed."""
+    incoming = iter(received)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(incoming, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        if send_fails:
+            raise ConnectionResetError("the client closed the connection")
+        sent.append(message)
+
+    await app(scoring_scope(), receive, send)
+    return sent
+
+
+def test_a_client_that_leaves_mid_body_is_counted_499_not_500(mlflow_served):
+    # Half the body, then the client closes the connection (uvicorn reports a malformed chunked body the
+    # same way, after answering it 400 itself). MLflow's app raises ClientDisconnect; nobody is left to answer.
+    half_body = {"type": "http.request", "body": b'{"dataframe_split": {"col', "more_body": True}
+
+    async def scenario():
+        await serve_one(mlflow_served, [half_body])
+        return (await call(mlflow_served, "GET", "/metrics")).text
+
+    text = asyncio.run(scenario())
+    assert counter(text, "modelpilot_requests_total", code="499") == 1
+    assert counter(text, "modelpilot_requests_total", code="500") == 0
+    assert counter(text, "modelpilot_request_duration_seconds_count") == 1
+    assert counter(text, "modelpilot_requests_in_flight") == 0
+
+
+def test_an_answer_to_a_closed_connection_is_counted_499(app):
+    app.scoring = scoring_app
+    whole_body = {"type": "http.request", "body": b"ok", "more_body": False}
+
+    async def scenario():
+        await serve_one(app, [whole_body], send_fails=True)
+        return (await call(app, "GET", "/metrics")).text
+
+    text = asyncio.run(scenario())
+    assert counter(text, "modelpilot_requests_total", code="499") == 1
+    assert counter(text, "modelpilot_requests_total", code="200") == 0
+
+
+def test_json_nested_too_deeply_is_a_400_with_a_message(mlflow_served):
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    async def scenario():
+        json_type = {"Content-Type": "application/json"}
+        answer = await call(mlflow_served, "POST", "/invocations", content=deep, headers=json_type)
+        return answer, (await call(mlflow_served, "GET", "/metrics")).text
+
+    answer, text = asyncio.run(scenario())
+    assert answer.status_code == 400
+    error = answer.json()
+    assert error["error_code"] == "BAD_REQUEST" and "nested too deeply" in error["message"]
+    assert counter(text, "modelpilot_requests_total", code="400") == 1
+    assert counter(text, "modelpilot_requests_total", code="500") == 0
+
+
+def failed_prediction(app: ServingApp) -> httpx.Response:
+    body = json.dumps({"dataframe_split": {"columns": ["boom"], "data": [[1]]}}).encode()
+    return asyncio.run(call(app, "POST", "/invocations", content=body, headers={"Content-Type": "application/json"}))
+
+
+def test_error_bodies_leave_out_the_stack_trace(mlflow_served):
+    answer = failed_prediction(mlflow_served)
+    assert answer.status_code == 400
+    error = answer.json()
+    assert "stack_trace" not in error and ".py" not in answer.text  # no file of the server's
+    assert {"error_code", "message"} <= set(error) and "unexpected error" in error["message"]
+    assert int(answer.headers["content-length"]) == len(answer.content)
+    assert identity_of(answer) == IDENTITY
+
+
+def test_error_bodies_keep_mlflows_stack_trace_when_debugging(mlflow_served):
+    hidden = failed_prediction(mlflow_served).json()
+    mlflow_served.stack_traces = True
+    shown = failed_prediction(mlflow_served)
+    assert "Traceback" in shown.json()["stack_trace"] and "the model failed" in shown.json()["stack_trace"]
+    assert {k: v for k, v in shown.json().items() if k != "stack_trace"} == hidden
+    assert int(shown.headers["content-length"]) == len(shown.content)

@@ -10,7 +10,10 @@
   so the port opens immediately while a large model loads in the background;
 - names who answered on every response: ``modelpilot-model-name``, ``modelpilot-model-version`` and
   ``modelpilot-track`` headers (bodies stay exactly MLflow's);
-- times and counts every ``/invocations`` request (``/metrics``; probes and scrapes are not counted);
+- times and counts every ``/invocations`` request (``/metrics``; probes and scrapes are not counted), a
+  client that left before its answer as 499 rather than as a server error;
+- answers JSON nested too deeply for MLflow's parser 400, and leaves MLflow's ``stack_trace`` (the
+  server's files and code) out of error bodies unless logging is at debug level;
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
   the drift monitor.
 
@@ -46,6 +49,8 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 _SCORING_CONTENT_TYPES = "application/json, text/csv or application/vnd.apache.parquet"
+# nginx's "client closed request": the client left before the answer, so no status code reached it.
+CLIENT_CLOSED_REQUEST = 499
 # Header values are visible ASCII; anything else (a model name in another script) is percent-encoded.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 
@@ -87,6 +92,7 @@ class ServingApp:
         drift_window: int = 1000,
         drift_min_rows: int = 50,
         drift: bool = True,
+        stack_traces: bool = False,
         on_fatal: Callable[[], None] | None = None,
     ) -> None:
         self.model_dir = model_dir
@@ -94,6 +100,7 @@ class ServingApp:
         self.drift_window = drift_window
         self.drift_min_rows = drift_min_rows
         self.drift_enabled = drift
+        self.stack_traces = stack_traces  # keep MLflow's stack_trace in error bodies (debug logging)
         self.on_fatal = on_fatal
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.load_error: str | None = None
@@ -117,9 +124,7 @@ class ServingApp:
             if not os.path.isfile(os.path.join(self.model_dir, "MLmodel")):
                 raise FileNotFoundError(f"no MLmodel file in {self.model_dir}: did the fetch step run?")
             model = scoring_server.load_model_with_mlflow_config(self.model_dir)
-            drift = self._drift_monitor()
-            scoring = scoring_server.init(InstrumentedModel(model, self.metrics, drift))
-            self.timeout = _take_over_timeout(scoring)
+            scoring = self.mlflow_app(model, self._drift_monitor())
         except Exception as exc:  # report once, clearly, and stop: Kubernetes restarts the pod
             self.load_error = f"cannot load the model in {self.model_dir}: {type(exc).__name__}: {exc}"
             log.error("%s", self.load_error)
@@ -130,6 +135,15 @@ class ServingApp:
         self.metrics.model_loaded(elapsed)
         self.scoring = scoring
         log.info("model loaded in %.2fs; ready", elapsed)
+
+    def mlflow_app(self, model: Any, drift: DriftMonitor | None = None) -> Any:
+        """MLflow's scoring app for `model`, with its timeout moved here and deep JSON answered 400."""
+        from mlflow.pyfunc import scoring_server
+
+        scoring = scoring_server.init(InstrumentedModel(model, self.metrics, drift))
+        self.timeout = _take_over_timeout(scoring)
+        scoring.add_exception_handler(RecursionError, _too_deeply_nested)
+        return scoring
 
     def _drift_monitor(self) -> DriftMonitor | None:
         if not self.drift_enabled:
@@ -204,40 +218,134 @@ class ServingApp:
     async def _scored(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.metrics
         started = time.perf_counter()
-        status = 500
+        exchange = _Exchange(receive, send if self.stack_traces else _without_stack_traces(send))
         metrics.in_flight.inc()
-
-        started_response = False
-
-        async def send_and_watch(message: dict[str, Any]) -> None:
-            nonlocal status, started_response
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started_response = True
-            await send(message)
-
         try:
-            if self.scoring is None:
-                await _not_loaded(send_and_watch)
-            elif scope["method"] == "POST" and not _has_content_type(scope):
-                await _respond(
-                    send_and_watch,
-                    415,
-                    _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}"),
-                )
-            elif self.timeout is None:
-                await self.scoring(scope, receive, send_and_watch)
-            else:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        await self.scoring(scope, receive, send_and_watch)
-                except TimeoutError:
-                    if started_response is False:
-                        await _respond(send_and_watch, 504, b"Request processing time exceeded limit")
+            await self._answer_scoring(scope, exchange)
+        except Exception:
+            if not exchange.client_left:
+                raise
+            # The app fails because its client is gone (ClientDisconnect); there is nobody to answer.
+            log.debug("client closed the connection before the answer to %s", scope["path"], exc_info=True)
         finally:
             metrics.in_flight.dec()
             metrics.duration.observe(time.perf_counter() - started)
-            metrics.request_counter(status).inc()
+            metrics.request_counter(exchange.counted_status()).inc()
+
+    async def _answer_scoring(self, scope: Scope, exchange: _Exchange) -> None:
+        receive, send = exchange.receive, exchange.send
+        if self.scoring is None:
+            await _not_loaded(send)
+        elif scope["method"] == "POST" and not _has_content_type(scope):
+            await _respond(
+                send, 415, _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}")
+            )
+        elif self.timeout is None:
+            await self.scoring(scope, receive, send)
+        else:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.scoring(scope, receive, send)
+            except TimeoutError:
+                if not exchange.started:
+                    await _respond(send, 504, b"Request processing time exceeded limit")
+
+
+class _Exchange:
+    """One scoring request's `receive` and `send`, watched: the status answered, and whether the client
+    left before the answer was complete (then no status reached it, and it is counted 499)."""
+
+    __slots__ = ("_receive", "_send", "status", "started", "complete", "client_left")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.status = 500  # what the server answers if the app never starts a response
+        self.started = False
+        self.complete = False
+        self.client_left = False
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self._receive()
+        # A malformed chunked body ends the same way: uvicorn answers 400 itself and closes the connection.
+        if message["type"] == "http.disconnect" and not self.complete:
+            self.client_left = True
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        try:
+            await self._send(message)
+        except OSError:  # how ASGI servers report a connection that is already closed
+            self.client_left = True
+            raise
+
+    def counted_status(self) -> int:
+        return CLIENT_CLOSED_REQUEST if self.client_left else self.status
+
+
+def _without_stack_traces(send: Send) -> Send:
+    """`send` that leaves MLflow's `stack_trace` out of JSON error bodies: it shows the server's files and
+    code. Only error answers are held back (to rewrite the body and its length); others pass at once."""
+    held: list[dict[str, Any]] = []  # the start of a JSON error answer, then its body parts
+
+    async def send_without_stack_traces(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            if message["status"] >= 400 and _is_json(message.get("headers", ())):
+                held.append(message)
+                return
+        elif held and message["type"] == "http.response.body":
+            held.append(message)
+            if message.get("more_body", False):
+                return
+            start, *parts = held
+            held.clear()
+            body = _without_stack_trace(b"".join(part.get("body", b"") for part in parts))
+            await send({**start, "headers": _with_content_length(start.get("headers", ()), len(body))})
+            message = {"type": "http.response.body", "body": body}
+        await send(message)
+
+    return send_without_stack_traces
+
+
+def _without_stack_trace(body: bytes) -> bytes:
+    """MLflow's JSON error body without its `stack_trace` key, serialised the way MLflow does."""
+    if b'"stack_trace"' not in body:
+        return body
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(error, dict) or "stack_trace" not in error:
+        return body
+    del error["stack_trace"]
+    return json.dumps(error).encode()
+
+
+def _is_json(headers: Any) -> bool:
+    return any(name == b"content-type" and value.startswith(b"application/json") for name, value in headers)
+
+
+def _with_content_length(headers: Any, length: int) -> list[tuple[bytes, bytes]]:
+    kept = [(name, value) for name, value in headers if name != b"content-length"]
+    return [*kept, (b"content-length", str(length).encode())]
+
+
+async def _too_deeply_nested(request: Any, exc: RecursionError) -> Any:
+    """MLflow parses JSON with `json.loads`, which raises RecursionError on input nested about a thousand
+    levels deep: the client's input is at fault, so answer MLflow's 400 rather than a 500."""
+    from fastapi.responses import Response
+    from mlflow.utils.proto_json_utils import MlflowInvalidInputException
+
+    error = MlflowInvalidInputException(
+        f"The request body is nested too deeply to be parsed ({exc}). MLflow's input formats "
+        "(dataframe_split, dataframe_records, instances, inputs) need only a few levels of nesting."
+    )
+    return Response(error.serialize_as_json(), status_code=error.get_http_status_code(), media_type="application/json")
 
 
 def _take_over_timeout(scoring: Any) -> float | None:
@@ -326,7 +434,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drift-min-rows", type=int, default=50, help="rows needed before drift is exported")
     parser.add_argument("--no-drift", action="store_true", help="do not compute input drift")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: metrics cover it)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="debug also keeps MLflow's stack_trace (the server's files and code) in error bodies",
+    )
     args = parser.parse_args(argv)
     if args.drift_window < 1 or args.drift_min_rows < 1:
         parser.error("--drift-window and --drift-min-rows must be positive")
@@ -348,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         drift_window=args.drift_window,
         drift_min_rows=args.drift_min_rows,
         drift=not args.no_drift,
+        stack_traces=args.log_level == "debug",
     )
     config = uvicorn.Config(
         app,
