@@ -217,6 +217,29 @@ def _settled_write_count(kubectl) -> int | None:
     return first if _write_count(kubectl) == first else None
 
 
+def _server_container(kubectl, ns: str, name: str) -> dict:
+    dep = get(kubectl, "deployment", name, "-n", ns)
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "model-server")
+
+
+def test_a_field_removed_from_the_spec_is_removed_from_the_deployment(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    model = {"name": registered_model, "version": "1"}
+    limited = {"requests": {"cpu": "100m"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    kubectl("apply", "-f", "-", input=manifest(ns, "lim", mlflow.uri, model, resources=limited), check=True)
+    wait_phase(kubectl, operator, ns, "lim", "Ready")
+    assert _server_container(kubectl, ns, "lim")["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+
+    kubectl("apply", "-f", "-", input=manifest(ns, "lim", mlflow.uri, model, resources={"requests": {"cpu": "100m"}}), check=True)
+    wait_for(
+        lambda: _server_container(kubectl, ns, "lim")["resources"] == {"requests": {"cpu": "100m"}},
+        "the limits to be removed from the Deployment",
+        timeout=60,
+    )
+
+
 def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_model, restricted_namespace):
     ns = restricted_namespace
     kubectl("apply", "-f", "-", input=manifest(ns, "gone", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)

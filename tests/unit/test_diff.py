@@ -27,3 +27,65 @@ def test_quantities_compare_as_text_but_booleans_do_not():
 
 def test_the_first_difference_is_named_by_its_path():
     assert difference({"spec": {"template": {"args": ["a"]}}}, {"spec": {"template": {"args": ["b"]}}}) == ".spec.template.args[0]"
+
+
+# --- fields we applied before and no longer want ------------------------------------------------------
+
+from modelpilot.kube.diff import drift, no_longer_desired  # noqa: E402
+
+MANAGER = "modelpilot.io"
+
+
+def _live(spec: dict, fields: dict, manager: str = MANAGER) -> dict:
+    return {
+        "metadata": {"managedFields": [{"manager": manager, "operation": "Apply", "fieldsV1": fields}]},
+        "spec": spec,
+    }
+
+
+_CONTAINER_FIELDS = {
+    "f:spec": {
+        "f:containers": {
+            'k:{"name":"model-server"}': {
+                ".": {},
+                "f:name": {},
+                "f:resources": {"f:limits": {"f:cpu": {}}, "f:requests": {"f:cpu": {}}},
+            }
+        }
+    }
+}
+
+
+def test_a_removed_field_we_applied_must_be_applied_again():
+    live = _live(
+        {"containers": [{"name": "model-server", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}}]},
+        _CONTAINER_FIELDS,
+    )
+    desired = {"spec": {"containers": [{"name": "model-server", "resources": {"requests": {"cpu": "1"}}}]}}
+    assert drift(live, desired, MANAGER) == ".spec.containers[{\"name\":\"model-server\"}].resources.limits (no longer desired)"
+    still = {"spec": {"containers": [{"name": "model-server", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}}]}}
+    assert drift(live, still, MANAGER) is None
+
+
+def test_fields_of_other_managers_and_updates_do_not_count():
+    live = _live({"replicas": 3}, {"f:spec": {"f:replicas": {}}}, manager="kube-controller-manager")
+    assert drift(live, {"spec": {}}, MANAGER) is None
+    live["metadata"]["managedFields"][0].update(manager=MANAGER, operation="Update")
+    assert drift(live, {"spec": {}}, MANAGER) is None
+
+
+def test_replicas_left_out_for_an_autoscaler_is_a_difference():
+    live = _live({"replicas": 3, "revisionHistoryLimit": 3}, {"f:spec": {"f:replicas": {}, "f:revisionHistoryLimit": {}}})
+    assert drift(live, {"spec": {"revisionHistoryLimit": 3}}, MANAGER) == ".spec.replicas (no longer desired)"
+
+
+def test_keyed_elements_match_on_the_keys_we_wrote_and_sets_on_their_values():
+    fields = {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {"f:name": {}}}, "f:finalizers": {'v:"a"': {}}}
+    assert no_longer_desired(fields, {"ports": [{"port": 80, "name": "http"}], "finalizers": ["a"]}) is None
+    assert no_longer_desired(fields, {"ports": [{"port": 81, "name": "http"}], "finalizers": ["a"]}) == '.ports[{"port":80,"protocol":"TCP"}]'
+    assert no_longer_desired(fields, {"ports": [{"port": 80, "name": "http"}], "finalizers": []}) == '.finalizers["a"]'
+
+
+def test_an_absent_object_is_applied():
+    assert drift(None, {"spec": {}}, MANAGER) == "(absent)"
+

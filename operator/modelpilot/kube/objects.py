@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api import GROUP
 from .client import REQUEST_TIMEOUT, api_client
-from .diff import difference
+from .diff import drift
 
 FIELD_MANAGER = GROUP
 log = logging.getLogger(__name__)
@@ -64,20 +64,25 @@ def apply(desired: dict, live: dict | None) -> bool:
 
     force=True takes back fields someone else changed by hand: the ModelDeployment is their owner.
     """
-    drift = "(absent)" if live is None else difference(live, desired)
-    if drift is None:
+    differs = drift(live, desired, FIELD_MANAGER)
+    if differs is None:
         return False
+    _server_side_apply(desired, FIELD_MANAGER, force=True)
     meta = desired["metadata"]
-    url = path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    log.info("applied %s %s/%s (differed at %s)", desired["kind"], meta["namespace"], meta["name"], differs)
+    return True
+
+
+def _server_side_apply(body: dict, manager: str, force: bool) -> None:
+    meta = body["metadata"]
+    query = [("fieldManager", manager)] + ([("force", "true")] if force else [])
     call(
         "PATCH",
-        url,
-        body=desired,
-        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        path(body["apiVersion"], body["kind"], meta["namespace"], meta["name"]),
+        body=body,
+        query=query,
         content_type="application/apply-patch+yaml",
     )
-    log.info("applied %s %s/%s (differed at %s)", desired["kind"], meta["namespace"], meta["name"], drift)
-    return True
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
