@@ -151,8 +151,12 @@ def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
     kubectl, operator, mlflow, registered_model, restricted_namespace
 ):
     ns = restricted_namespace
-    kubectl("apply", "-f", "-", input=manifest(ns, "d", mlflow.uri, {"name": registered_model, "version": "1"}, replicas=1), check=True)
+    # Quantities written otherwise than the API server stores them (it keeps 500m and 1Gi): still no write.
+    resources = {"requests": {"cpu": "0.5", "memory": "1024Mi"}}
+    kubectl("apply", "-f", "-", input=manifest(ns, "d", mlflow.uri, {"name": registered_model, "version": "1"}, replicas=1, resources=resources), check=True)
     wait_phase(kubectl, operator, ns, "d", "Ready", readyReplicas=1)
+    stored = get(kubectl, "deployment", "d", "-n", ns)["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert stored["requests"] == {"cpu": "500m", "memory": "1Gi"}
 
     kubectl("scale", "deployment", "d", "-n", ns, "--replicas=3", check=True)
     kubectl("set", "env", "deployment/d", "-n", ns, "-c", "model-server", "MODELPILOT_MODEL_VERSION=9", check=True)

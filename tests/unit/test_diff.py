@@ -89,3 +89,10 @@ def test_keyed_elements_match_on_the_keys_we_wrote_and_sets_on_their_values():
 def test_an_absent_object_is_applied():
     assert drift(None, {"spec": {}}, MANAGER) == "(absent)"
 
+
+def test_resource_quantities_compare_by_value():
+    assert holds({"resources": {"requests": {"cpu": "500m"}}}, {"resources": {"requests": {"cpu": 0.5}}})
+    assert holds({"resources": {"limits": {"memory": "1Gi"}}}, {"resources": {"limits": {"memory": "1024Mi"}}})
+    assert not holds({"resources": {"limits": {"memory": "1G"}}}, {"resources": {"limits": {"memory": "1Gi"}}})
+    # Only quantities: other text that parses as a number still compares as written.
+    assert not holds({"labels": {"version": "1.0"}}, {"labels": {"version": "1"}})

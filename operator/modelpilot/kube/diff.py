@@ -6,7 +6,14 @@ Pure, so no-op reconciles send no write.
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+# Values under a container's resources.requests or resources.limits are quantities.
+_QUANTITY_PATH = re.compile(r"\.(requests|limits)\.[^.\[]+$")
 
 
 def difference(live: Any, desired: Any, path: str = "") -> str | None:
@@ -14,7 +21,7 @@ def difference(live: Any, desired: Any, path: str = "") -> str | None:
 
     Fields the API server added (defaults, status, other managers' fields) are ignored. Lists must match
     element by element, since we own whole lists. Scalars compare as text, because the server stores
-    quantities such as `cpu: 1` as strings.
+    quantities such as `cpu: 1` as strings; quantities compare by value (`0.5` is `500m`).
     """
     if isinstance(desired, dict):
         if not isinstance(live, dict):
@@ -36,7 +43,18 @@ def difference(live: Any, desired: Any, path: str = "") -> str | None:
         return None
     if isinstance(desired, bool) or isinstance(live, bool):
         return None if live is desired else path
-    return None if str(live) == str(desired) else path
+    if str(live) == str(desired):
+        return None
+    if _QUANTITY_PATH.search(path) and _same_quantity(live, desired):
+        return None
+    return path
+
+
+def _same_quantity(a: Any, b: Any) -> bool:
+    try:
+        return parse_quantity(a) == parse_quantity(b)
+    except (ValueError, TypeError, InvalidOperation):
+        return False
 
 
 def managed_fields(live: dict, manager: str) -> dict:
