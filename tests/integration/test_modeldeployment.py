@@ -244,6 +244,36 @@ def test_a_field_removed_from_the_spec_is_removed_from_the_deployment(
     )
 
 
+def _owns_replicas(dep: dict, manager: str) -> bool:
+    entries = [m for m in dep["metadata"].get("managedFields", []) if m["manager"] == manager and m["operation"] == "Apply"]
+    return any("f:replicas" in m.get("fieldsV1", {}).get("f:spec", {}) for m in entries)
+
+
+def test_turning_autoscaling_on_hands_replicas_over_without_losing_capacity(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    model = {"name": registered_model, "version": "1"}
+    kubectl("apply", "-f", "-", input=manifest(ns, "hpa", mlflow.uri, model, replicas=3), check=True)
+    wait_phase(kubectl, operator, ns, "hpa", "Ready", readyReplicas=3)
+
+    scaling = {"minReplicas": 2, "maxReplicas": 5}
+    kubectl("apply", "-f", "-", input=manifest(ns, "hpa", mlflow.uri, model, replicas=3, autoscaling=scaling), check=True)
+    seen = []
+
+    def handed_over():
+        dep = get(kubectl, "deployment", "hpa", "-n", ns, "--show-managed-fields")
+        seen.append((dep["spec"].get("replicas"), (dep.get("status") or {}).get("readyReplicas", 0)))
+        has_hpa = get(kubectl, "hpa", "hpa", "-n", ns) is not None
+        return has_hpa and not _owns_replicas(dep, "modelpilot.io")
+
+    wait_for(handed_over, "the HPA to exist and the operator to stop applying replicas", timeout=60)
+    for _ in range(5):  # a few more looks: a reset to 1 would show within the Deployment controller's next sync
+        handed_over()
+        time.sleep(1)
+    assert all(replicas == 3 and ready == 3 for replicas, ready in seen), seen
+
+
 def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_model, restricted_namespace):
     ns = restricted_namespace
     kubectl("apply", "-f", "-", input=manifest(ns, "gone", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)

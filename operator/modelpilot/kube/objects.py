@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from ..api import GROUP
 from .client import REQUEST_TIMEOUT, api_client
 from .diff import drift
+from .handover import HANDOVER_MANAGER, replicas_handover
 
 FIELD_MANAGER = GROUP
 log = logging.getLogger(__name__)
@@ -67,10 +68,23 @@ def apply(desired: dict, live: dict | None) -> bool:
     differs = drift(live, desired, FIELD_MANAGER)
     if differs is None:
         return False
+    handover = replicas_handover(desired, live, FIELD_MANAGER)
+    if handover is not None:
+        _hand_over(handover)
     _server_side_apply(desired, FIELD_MANAGER, force=True)
     meta = desired["metadata"]
     log.info("applied %s %s/%s (differed at %s)", desired["kind"], meta["namespace"], meta["name"], differs)
     return True
+
+
+def _hand_over(replicas_only: dict) -> None:
+    """Give the live replica count a second owner, so leaving it out of our apply keeps it.
+    Not forced: a conflict means the autoscaler already owns the count, and nothing is to be handed over."""
+    try:
+        _server_side_apply(replicas_only, HANDOVER_MANAGER, force=False)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
 
 
 def _server_side_apply(body: dict, manager: str, force: bool) -> None:
