@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -28,12 +27,12 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import install_crd, start_operator  # noqa: E402
 from tests.cluster.images import ensure_images  # noqa: E402
 from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
 from tests.support.mlflow import mlflow_server, register_sklearn_model  # noqa: E402
-from tests.support.processes import start_process, stop_process  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 600
 RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
               "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -113,12 +112,8 @@ def main() -> int:
         cluster.node.load_image(image.path)
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
         register_sklearn_model(mlflow, "bench-model")
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds" / "modelpilot.io_modeldeployments.yaml")],
-                       check=True, capture_output=True)  # fmt: skip
-        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io"],
-                       check=True, capture_output=True)  # fmt: skip
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "MODELPILOT_RUNTIME_IMAGE": image.name}
-        operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, cluster.workdir / "operator.log")
+        install_crd(kubectl)
+        operator = start_operator(cluster.kubeconfig, cluster.workdir / "operator.log", MODELPILOT_RUNTIME_IMAGE=image.name)
         uri = mlflow.uri.replace("127.0.0.1", cluster.network.host_ip)
         try:
             rounds = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,11 +23,11 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import install_crd, start_operator  # noqa: E402
 from tests.cluster.launcher import KWOK_TOLERATION, LocalCluster, build_binaries  # noqa: E402
 from tests.support.mlflow import mlflow_server, register_sklearn_model  # noqa: E402
-from tests.support.processes import start_process, stop_process  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 RESOLVE_INTERVAL = 20
 
 
@@ -115,12 +114,9 @@ def main() -> int:
     with LocalCluster(bin_dir=bin_dir, nodes=3, real=False) as cluster, mlflow_server() as mlflow:
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
         register_sklearn_model(mlflow, "scale-model")
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds" / "modelpilot.io_modeldeployments.yaml")],
-                       check=True, capture_output=True)  # fmt: skip
-        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io"],
-                       check=True, capture_output=True)  # fmt: skip
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "MODELPILOT_RESOLVE_INTERVAL": str(RESOLVE_INTERVAL)}
-        operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, cluster.workdir / "operator.log")
+        install_crd(kubectl)
+        operator = start_operator(cluster.kubeconfig, cluster.workdir / "operator.log",
+                                  MODELPILOT_RESOLVE_INTERVAL=str(RESOLVE_INTERVAL))  # fmt: skip
         try:
             time.sleep(5)
             rounds = [

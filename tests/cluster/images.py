@@ -21,7 +21,6 @@ the archive paths.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import io
 import json
@@ -40,6 +39,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
+
+from tests.support.processes import exclusive_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "ghcr.io/modelpilot"
@@ -364,26 +365,14 @@ def build_lock(log: Callable[[str], None]) -> Iterator[None]:
     """Held while the cache is written; partial files left by a killed run are removed under it."""
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ImageBuildError(f"{directory / '.lock'} still held after {LOCK_TIMEOUT}s") from None
-                if not waiting:
-                    log("images: waiting for another run that is building images")
-                    waiting = True
-                time.sleep(1)
-        try:
+    waiting = lambda: log("images: waiting for another run that is building images")  # noqa: E731
+    try:
+        with exclusive_lock(directory / ".lock", LOCK_TIMEOUT, waiting):
             for partial in directory.glob("*.partial.tar"):
                 partial.unlink(missing_ok=True)
             yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except TimeoutError as exc:
+        raise ImageBuildError(str(exc)) from None
 
 
 def run(command: list[str], *, timeout: float, log_name: str | None = None, check: bool = True) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import socket
@@ -10,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -88,3 +90,26 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 
 def _tail(path: Path | None) -> str:
     return path.read_text(errors="replace")[-3000:] if path and path.exists() else "(no log)"
+
+
+@contextmanager
+def exclusive_lock(path: Path, timeout: float, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An flock on `path` held for the block, waited for with a bound (another run may hold it: a build of
+    the same cache); `on_wait` is called once if it must wait. TimeoutError when the bound passes."""
+    with open(path, "w") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} still held after {timeout:g}s") from None
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -12,7 +12,6 @@ this file change; a file lock keeps concurrent runs from building it twice.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.cluster.launcher import cache_dir
+from tests.support.processes import exclusive_lock
 
 MODULE_DIR = Path(__file__).resolve().parent / "go" / "prometheus"
 MODULE = "github.com/prometheus/prometheus"
@@ -98,21 +98,12 @@ def _run(command: list[str], env: dict[str, str]) -> str:
 
 @contextmanager
 def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive file lock, waited for with a bound: another run may be building the same binary."""
-    with open(path, "w") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise PrometheusBuildError(f"{path} still held after {LOCK_TIMEOUT}s") from None
-                time.sleep(1)
-        try:
+    """Another run may be building the same binary."""
+    try:
+        with exclusive_lock(path, LOCK_TIMEOUT):
             yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    except TimeoutError as exc:
+        raise PrometheusBuildError(str(exc)) from None
 
 
 def _read(path: Path) -> str:

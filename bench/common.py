@@ -1,0 +1,26 @@
+"""What every benchmark on the local cluster does before it measures: the CRD, and the operator as a
+process of this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.processes import start_process
+
+REPO = Path(__file__).resolve().parents[1]
+CRD = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
+
+
+def install_crd(kubectl: list[str]) -> None:
+    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRD)], check=True, capture_output=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io"],
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def start_operator(kubeconfig: Path, log_path: Path, **env: str) -> subprocess.Popen:
+    """The operator, cluster-wide with the admin kubeconfig, its log in `log_path`; `env` adds settings."""
+    environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **env}
+    return start_process([sys.executable, "-m", "modelpilot", "--liveness="], environment, log_path)
