@@ -43,6 +43,9 @@ def main() -> int:
     bin_dir = build_binaries()
     say("starting the local cluster")
     with LocalCluster(bin_dir=bin_dir) as cluster:
+        # The cluster's own handler would stop it first, leaving the operator to wait on a gone apiserver:
+        # unwind instead, so the operator and MLflow stop before the cluster does.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
         if cluster.node is not None:
             from tests.cluster.images import ensure_images
