@@ -29,7 +29,7 @@ from .render.owner import Owner
 from .rollout import health
 from .rollout.conditions import get_condition, notices
 from .rollout.images import image_refusal
-from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, plan
+from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, apply_failed, plan
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,15 @@ def _converge(
         }
     observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **pods_seen, **seen)
     decision = plan(old, observations)
+    retry = observations.failure
     if decision.serve is not None and spec is not None:
-        _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
-    return _finish(owner, old, decision, retry=observations.failure)
+        try:
+            _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
+        except objects.ApplyRefused as exc:
+            # Reported, and retried with backoff: a missing permission or a webhook may be fixed later.
+            decision = Plan(status=apply_failed(decision.status, observations, str(exc)), serve=None)
+            retry = ResolveFailure("ApplyFailed", str(exc), retryable=True)
+    return _finish(owner, old, decision, retry=retry)
 
 
 def _apply_workload(

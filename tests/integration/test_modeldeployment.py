@@ -274,6 +274,23 @@ def test_turning_autoscaling_on_hands_replicas_over_without_losing_capacity(
     assert all(replicas == 3 and ready == 3 for replicas, ready in seen), seen
 
 
+def test_an_apply_the_api_server_refuses_is_reported(kubectl, operator, mlflow, registered_model, restricted_namespace):
+    ns = restricted_namespace
+    # The CRD takes any text as a quantity; the Deployment's validation does not.
+    resources = {"requests": {"cpu": "lots"}}
+    kubectl("apply", "-f", "-", input=manifest(ns, "refused", mlflow.uri, {"name": registered_model, "version": "1"}, resources=resources), check=True)
+    st = wait_phase(kubectl, operator, ns, "refused", "Failed")
+    progressing = condition(st, "Progressing")
+    assert progressing["reason"] == "ApplyFailed"
+    # The API server answers this one with a 500, not a 422: every refusal is reported.
+    assert progressing["message"].startswith(f"could not apply Deployment {ns}/refused: HTTP ")
+    assert "quantities must match" in progressing["message"]
+    wait_for(
+        lambda: [e for e in events(kubectl, ns, "refused") if e["reason"] == "ApplyFailed" and e["type"] == "Warning"],
+        "an ApplyFailed Event",
+    )
+
+
 def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_model, restricted_namespace):
     ns = restricted_namespace
     kubectl("apply", "-f", "-", input=manifest(ns, "gone", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)

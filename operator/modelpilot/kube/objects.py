@@ -60,18 +60,38 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict | None:
         raise
 
 
+class ApplyRefused(Exception):
+    """The API server refused an apply (forbidden, invalid, refused by a webhook); the message says which
+    object, the HTTP status and the server's own explanation, for status and Events."""
+
+    @classmethod
+    def of(cls, desired: dict, exc: ApiException) -> ApplyRefused:
+        meta = desired["metadata"]
+        try:
+            explanation = json.loads(exc.body or "{}").get("message") or exc.reason
+        except (ValueError, AttributeError):
+            explanation = exc.reason
+        text = f"could not apply {desired['kind']} {meta['namespace']}/{meta['name']}: HTTP {exc.status}: {explanation}"
+        return cls(" ".join(text.split())[:512])
+
+
 def apply(desired: dict, live: dict | None) -> bool:
     """Server-side apply `desired` unless `live` already holds it. Returns whether a write was sent.
 
     force=True takes back fields someone else changed by hand: the ModelDeployment is their owner.
+    Raises ApplyRefused when the API server answers with an error.
     """
     differs = drift(live, desired, FIELD_MANAGER)
     if differs is None:
         return False
-    handover = replicas_handover(desired, live, FIELD_MANAGER)
-    if handover is not None:
-        _hand_over(handover)
-    _server_side_apply(desired, FIELD_MANAGER, force=True)
+    try:
+        handover = replicas_handover(desired, live, FIELD_MANAGER)
+        if handover is not None:
+            _hand_over(handover)
+        _server_side_apply(desired, FIELD_MANAGER, force=True)
+    except ApiException as exc:
+        # Every refusal, 5xx included: the API server answers an invalid quantity with a 500.
+        raise ApplyRefused.of(desired, exc) from None
     meta = desired["metadata"]
     log.info("applied %s %s/%s (differed at %s)", desired["kind"], meta["namespace"], meta["name"], differs)
     return True

@@ -183,6 +183,23 @@ def _report_stuck(
     new.message = summary
 
 
+def apply_failed(status: ModelDeploymentStatus, seen: Observations, message: str) -> ModelDeploymentStatus:
+    """The status after the API server refused to apply what the plan decided (403, 422, ...): it says so,
+    instead of "creating its Deployment" forever. Whatever served before still serves."""
+    new = status.model_copy(deep=True)
+    cond = _setter(new, seen)
+    cond("Progressing", False, "ApplyFailed", message)
+    if seen.stable is not None and seen.stable.ready_replicas > 0:
+        cond("Degraded", True, "ApplyFailed", message)
+        new.phase = "Degraded"
+    else:
+        cond("Degraded", False, "NothingServing", "no version serves")
+        cond("Ready", False, "ApplyFailed", message)
+        new.phase = "Failed"
+    new.message = message
+    return new
+
+
 def _setter(status: ModelDeploymentStatus, seen: Observations):
     def cond(type_: str, value: bool | None, reason: str, message: str) -> None:
         status.conditions = set_condition(status.conditions, type_, value, reason, message, seen.now, seen.generation)
