@@ -426,6 +426,22 @@ def test_bad_spec_change_leaves_the_serving_version_untouched(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["status"]["readyReplicas"] == 1
 
+def test_a_registry_outage_while_serving_stays_ready(kubectl, operator, mlflow, registered_model, restricted_namespace):
+    ns = restricted_namespace
+    model = {"name": registered_model, "version": "1"}
+    kubectl("apply", "-f", "-", input=manifest(ns, "outage", mlflow.uri, model), check=True)
+    wait_phase(kubectl, operator, ns, "outage", "Ready")
+    before = get(kubectl, "deployment", "outage", "-n", ns)
+
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens: the registry cannot be reached
+    kubectl("apply", "-f", "-", input=manifest(ns, "outage", nobody, model), check=True)
+    st = wait_phase(kubectl, operator, ns, "outage", "Ready", observedGeneration=2)
+    resolved = condition(st, "ModelResolved")
+    assert (resolved["status"], resolved["reason"]) == ("Unknown", "RegistryUnreachable")
+    assert condition(st, "Degraded")["status"] == "False" and condition(st, "Ready")["status"] == "True"
+    after = get(kubectl, "deployment", "outage", "-n", ns)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
 
 @pytest.mark.parametrize(
     "spec, message",

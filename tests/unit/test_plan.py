@@ -180,3 +180,26 @@ def test_a_finished_rollout_is_not_an_event():
     rolling_out = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=rolling(version="1"))).status
     done = plan(rolling_out, seen(resolved=V1, stable=track())).status
     assert [n.reason for n in notices(rolling_out.conditions, done.conditions)] == ["Serving"]
+
+
+def test_a_registry_outage_while_serving_stays_ready_with_the_resolution_unknown():
+    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
+    outage = plan(good, seen(failure=ResolveFailure("RegistryUnreachable", "cannot reach MLflow", True), stable=track()))
+    assert outage.serve is None  # what serves is left alone
+    assert outage.status.phase == "Ready"
+    assert cond(outage.status, "ModelResolved") == ("Unknown", "RegistryUnreachable")
+    assert cond(outage.status, "Ready") == ("True", "Serving")
+    assert cond(outage.status, "Degraded") == ("False", "Healthy")
+    assert outage.status.model == V1
+    # One Warning Event says it; Ready did not move, so nothing says the model stopped serving.
+    assert [(n.warning, n.reason) for n in notices(good.conditions, outage.status.conditions)] == [
+        (True, "RegistryUnreachable")
+    ]
+    back = plan(outage.status, seen(resolved=V1, stable=track())).status
+    assert back.phase == "Ready" and cond(back, "ModelResolved") == ("True", "Resolved")
+
+
+def test_a_model_gone_from_the_registry_while_serving_is_still_degraded():
+    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
+    gone = plan(good, seen(failure=ResolveFailure("ModelNotFound", "no model m", False), stable=track())).status
+    assert gone.phase == "Degraded" and cond(gone, "ModelResolved") == ("False", "ModelNotFound")

@@ -109,12 +109,19 @@ def _base(status: ModelDeploymentStatus, seen: Observations) -> ModelDeploymentS
     return new
 
 
+# The registry could not be asked: nothing is known to be wrong with the spec or what serves.
+_OUTAGES = {"RegistryUnreachable"}
+
+
 def _plan_failure(status: ModelDeploymentStatus, seen: Observations) -> Plan:
     failure, stable = seen.failure, seen.stable
     new = _base(status, seen)
     cond = _setter(new, seen)
-    cond("ModelResolved", False, failure.reason, failure.message)
     serving = stable is not None and stable.version is not None
+    if serving and failure.reason in _OUTAGES:
+        _report_outage(new, cond, stable, failure)
+        return Plan(status=new, serve=None)
+    cond("ModelResolved", False, failure.reason, failure.message)
     if serving:
         summary = f"still serving version {stable.version}: {failure.message}"
         cond("Degraded", True, failure.reason, summary)
@@ -129,6 +136,19 @@ def _plan_failure(status: ModelDeploymentStatus, seen: Observations) -> Plan:
         new.phase = "Pending" if failure.retryable else "Failed"
         new.message = failure.message
     return Plan(status=new, serve=None)
+
+
+def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, failure: ResolveFailure) -> None:
+    """A registry outage while a version serves: whether the reference still resolves is unknown, and what
+    serves keeps serving, so the object stays Ready. A fleet of Ready models does not turn red for it."""
+    summary = f"serving version {stable.version}; {failure.message}"
+    cond("ModelResolved", None, failure.reason, failure.message)
+    cond("Degraded", False, "Healthy", "")
+    cond("Progressing", False, failure.reason, summary)
+    ready = stable.ready_replicas > 0
+    cond("Ready", ready, "Serving" if ready else "ReplicasNotReady", summary)
+    new.phase = "Ready" if ready else "Progressing"
+    new.message = summary
 
 
 def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: ResolvedModel) -> Plan:
