@@ -203,3 +203,17 @@ def test_a_model_gone_from_the_registry_while_serving_is_still_degraded():
     good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
     gone = plan(good, seen(failure=ResolveFailure("ModelNotFound", "no model m", False), stable=track())).status
     assert gone.phase == "Degraded" and cond(gone, "ModelResolved") == ("False", "ModelNotFound")
+
+
+def test_status_names_the_last_version_that_finished_rolling_out_and_the_one_under_way():
+    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0))).status
+    assert (first.stable.version, first.stable.updating_to) == (None, "1")
+    done = plan(first, seen(resolved=V1, stable=track())).status
+    assert (done.stable.version, done.stable.updating_to) == ("1", None)
+    # The template says version 2 before any of its pods serves: version 1 is still the one that serves.
+    rolling_out = plan(done, seen(resolved=V2, stable=rolling(ready=1))).status
+    assert (rolling_out.stable.version, rolling_out.stable.updating_to) == ("1", "2")
+    stuck = plan(rolling_out, seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
+    assert (stuck.stable.version, stuck.stable.updating_to) == ("1", "2")
+    finished = plan(rolling_out, seen(resolved=V2, stable=track(version="2"))).status
+    assert (finished.stable.version, finished.stable.updating_to) == ("2", None)

@@ -42,6 +42,17 @@ class TrackStatus(ApiModel):
     ready_replicas: int = Field(0, description="Pods ready to serve.")
 
 
+class StableTrackStatus(TrackStatus):
+    """The stable track: the version that finished rolling out, and the one replacing it, if any."""
+
+    version: str | None = Field(
+        None, description="The last model version that finished rolling out on this track: every pod runs it."
+    )
+    updating_to: str | None = Field(
+        None, description="The model version this track's pods are being replaced with, while that rollout is under way."
+    )
+
+
 class CanaryStatus(TrackStatus):
     """The track serving a new version while it is judged."""
 
@@ -56,7 +67,7 @@ class ModelDeploymentStatus(ApiModel):
     phase: Phase = Field("Pending", description="Pending, Progressing, Ready, Degraded or Failed.")
     message: str = Field("", description="A one-line summary of the phase, for people.")
     model: ResolvedModel | None = Field(None, description="The model version the spec currently resolves to.")
-    stable: TrackStatus | None = Field(None, description="The track serving the last good version.")
+    stable: StableTrackStatus | None = Field(None, description="The track serving the last good version.")
     canary: CanaryStatus | None = Field(None, description="The track serving a new version under judgement.")
     replicas: int = Field(0, description="Pods of all tracks.")
     ready_replicas: int = Field(0, description="Pods of all tracks ready to serve.")

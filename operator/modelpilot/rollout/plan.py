@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..api.status import ModelDeploymentStatus, ResolvedModel, TrackStatus
+from ..api.status import ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from .conditions import set_condition
 from .health import StartFailure
 
@@ -98,8 +98,13 @@ def _base(status: ModelDeploymentStatus, seen: Observations) -> ModelDeploymentS
     new = status.model_copy(deep=True)
     new.observed_generation = seen.generation
     if stable is not None and stable.version is not None:
-        new.stable = TrackStatus(
-            version=stable.version,
+        # The template's version serves everywhere only once its rollout is done; until then the last
+        # version that got there is what status names, and the new one is the one being rolled out.
+        done = stable.rolled_out and seen.lingering_pods == 0
+        last_good = status.stable.version if status.stable is not None else None
+        new.stable = StableTrackStatus(
+            version=stable.version if done else last_good,
+            updating_to=None if done else stable.version,
             deployment=stable.name,
             replicas=stable.replicas,
             ready_replicas=stable.ready_replicas,
