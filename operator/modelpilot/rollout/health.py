@@ -79,29 +79,13 @@ def ready_versions(deployment: dict, pods: Iterable[dict], version_label: str) -
 def lingering_pods(deployment: dict, pods: Iterable[dict], version_label: str) -> int:
     """Pods of the track still running another version than the template's, those on their way out
     included: until they are gone, a client may still be answered by the old version."""
-    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    version = (template.get("labels") or {}).get(version_label)
-    return sum(
-        1
-        for pod in pods
-        if all(_labels(pod).get(k) == v for k, v in selector.items())
-        and _labels(pod).get(version_label) != version
-        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    )
+    version = _template_version(deployment, version_label)
+    return sum(1 for pod in _selected_running(deployment, pods) if _labels(pod).get(version_label) != version)
 
 
 def track_pods(deployment: dict, pods: Iterable[dict]) -> list[dict]:
     """The pods the Deployment selects, leaving out those on their way out."""
-    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return [
-        pod
-        for pod in pods
-        if all(_labels(pod).get(k) == v for k, v in selector.items())
-        and not (pod.get("metadata") or {}).get("deletionTimestamp")
-        # Evicted or otherwise finished pods are replaced by the ReplicaSet; they do not stop a start.
-        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-    ]
+    return [pod for pod in _selected_running(deployment, pods) if not (pod.get("metadata") or {}).get("deletionTimestamp")]
 
 
 def pod_failure(pod: dict) -> StartFailure | None:
@@ -129,9 +113,25 @@ def essentials(pod: dict) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def _current_template_pods(deployment: dict, pods: Iterable[dict], version_label: str) -> list[dict]:
+def _selected_running(deployment: dict, pods: Iterable[dict]) -> list[dict]:
+    """The pods the Deployment selects that have not finished, stopping ones included. Evicted or otherwise
+    finished pods are replaced by the ReplicaSet: they neither stop a start nor answer anyone."""
+    selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return [
+        pod
+        for pod in pods
+        if all(_labels(pod).get(k) == v for k, v in selector.items())
+        and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
+def _template_version(deployment: dict, version_label: str) -> str | None:
     template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    version = (template.get("labels") or {}).get(version_label)
+    return (template.get("labels") or {}).get(version_label)
+
+
+def _current_template_pods(deployment: dict, pods: Iterable[dict], version_label: str) -> list[dict]:
+    version = _template_version(deployment, version_label)
     if version is None:
         return []
     candidates = [pod for pod in track_pods(deployment, pods) if _labels(pod).get(version_label) == version]
