@@ -32,11 +32,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from tests.cluster import node as real_node
 from tests.cluster.certs import ClusterPKI
 from tests.cluster.component import Component
+from tests.cluster.kubeconfig import kubeconfig, write_client_kubeconfig, write_yaml
 from tests.support.processes import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +49,6 @@ KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 KWOK_TOLERATION = {"key": KWOK_TAINT["key"], "operator": "Equal", "value": KWOK_TAINT["value"], "effect": "NoSchedule"}
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "110"}
-CONTEXT = "modelpilot-local"
 
 # Components in start order; stop() goes in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -140,23 +139,6 @@ def _install_cleanup_handlers() -> None:
 # Kubeconfigs
 
 
-def _kubeconfig(server: str, ca_file: Path, user: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": CONTEXT, "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [{"name": CONTEXT, "user": user}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT}}],
-        "current-context": CONTEXT,
-    }
-
-
-def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    path.chmod(0o600)
-    return path
-
-
 def mint_service_account_kubeconfig(
     admin_kubeconfig: str | os.PathLike[str],
     namespace: str,
@@ -186,7 +168,7 @@ def mint_service_account_kubeconfig(
     finally:
         api_client.close()
     ctx = f"{namespace}-{name}"
-    return _write_yaml(
+    return write_yaml(
         Path(path),
         {
             "apiVersion": "v1",
@@ -375,13 +357,10 @@ class LocalCluster:
             "kwok": pki.client("kwok", "kwok-controller", ("system:masters",)),
         }
         kc_paths = {
-            name: _write_yaml(
-                run / f"{name}.kubeconfig",
-                _kubeconfig(self.server, pki.ca_cert, {"client-certificate": str(kp.cert), "client-key": str(kp.key)}),
-            )
+            name: write_client_kubeconfig(run / f"{name}.kubeconfig", self.server, pki.ca_cert, kp.cert, kp.key)
             for name, kp in kubeconfigs.items()
         }
-        admin_config = _kubeconfig(self.server, pki.ca_cert, {})
+        admin_config = kubeconfig(self.server, pki.ca_cert, {})
         admin_config["clusters"][0]["cluster"] = {
             "server": self.server,
             "certificate-authority-data": _b64(pki.ca_cert.read_bytes()),
@@ -390,7 +369,7 @@ class LocalCluster:
             "client-certificate-data": _b64(admin.cert.read_bytes()),
             "client-key-data": _b64(admin.key.read_bytes()),
         }
-        _write_yaml(self.kubeconfig, admin_config)
+        write_yaml(self.kubeconfig, admin_config)
         self._ssl = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._ssl.load_cert_chain(str(admin.cert), str(admin.key))
 

@@ -39,6 +39,7 @@ import yaml
 
 from tests.cluster.certs import ClusterPKI
 from tests.cluster.component import Component
+from tests.cluster.kubeconfig import write_client_kubeconfig
 
 NODE_NAME = "real-node"
 NODE_LABELS = {"type": "real"}
@@ -389,17 +390,7 @@ class RealNode:
         }
 
     def _kubeconfig(self, name: str, cert: Path, key: Path) -> Path:
-        path = self.dir / f"{name}.kubeconfig"
-        config = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.pki.ca_cert)}}],
-            "users": [{"name": name, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": name}}],
-            "current-context": "local",
-        }
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        path.chmod(0o600)
-        return path
+        return write_client_kubeconfig(self.dir / f"{name}.kubeconfig", self.server, self.pki.ca_cert, cert, key)
 
     def _containerd_config(self) -> Path:
         root = self.dir / "containerd"
