@@ -503,9 +503,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return self.containerd_socket.exists() and run(
             ["ctr", f"--address={self.containerd_socket}", "version"], timeout=5, check=False).returncode == 0
 
-    def image_names(self) -> set[str]:
-        return set(self.ctr("images", "list", "--quiet").stdout.split())
-
     def load_image(self, archive: Path, timeout: float = 600) -> None:
         """Imports a docker-archive tarball into the node's containerd (no registry is reachable)."""
         self.ctr("images", "import", str(archive), timeout=timeout)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.cluster import launcher
 from tests.cluster import node as real_node
+from tests.cluster.node import NODE_NAME
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -74,7 +75,7 @@ def test_real_pods_answer_through_their_service(kubectl, real_node, images, rest
     })  # fmt: skip
     kubectl("rollout", "status", "deployment/echo", "-n", ns, "--timeout=120s", check=True, timeout=130)
     pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", "app=echo", "-o", "json", check=True).stdout)["items"]
-    assert {p["spec"]["nodeName"] for p in pods} == {real_node_name()}
+    assert {p["spec"]["nodeName"] for p in pods} == {NODE_NAME}
     names = {p["metadata"]["name"] for p in pods}
 
     cluster_ip = json.loads(kubectl("get", "service", "echo", "-n", ns, "-o", "json", check=True).stdout)["spec"]["clusterIP"]
@@ -97,10 +98,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=5).status_code == 200
     except httpx.ConnectError:  # not routed yet: the node answers "network unreachable"
         return False
-
-
-def real_node_name() -> str:
-    return real_node.NODE_NAME
 
 
 # --------------------------------------------------------------------------------------------------
