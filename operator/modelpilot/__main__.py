@@ -24,9 +24,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespace", action="append", help="watch only these namespaces (default: all)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL; empty disables it")
+    parser.add_argument("--metrics", default="0.0.0.0:8081", help="host:port serving Prometheus metrics; empty disables them")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     from . import handlers  # noqa: F401  (registers the handlers)
+    from .metrics import serve
+
+    if args.metrics:
+        serve(args.metrics)
 
     asyncio.run(
         kopf.operator(

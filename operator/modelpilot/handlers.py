@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import kopf
 
 from .api import GROUP, PLURAL, VERSION
+from .kube.handover import HANDOVER_MANAGER
+from .kube.objects import FIELD_MANAGER
+from .metrics import RECONCILES
 from .reconcile import Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
 from .rollout import health
@@ -42,17 +45,37 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.watching.client_timeout = 330
 
 
+# Whose managedFields entries an owned object's copy keeps: the diff and the HPA handover read ours only.
+_OUR_MANAGERS = {FIELD_MANAGER, HANDOVER_MANAGER}
+
+
 def _snapshot(body) -> dict:
-    return copy.deepcopy(dict(body))
+    """A copy of a ModelDeployment to reconcile from; its managedFields are never read."""
+    copied = copy.deepcopy(dict(body))
+    copied.get("metadata", {}).pop("managedFields", None)
+    return copied
+
+
+def _owned_snapshot(body) -> dict:
+    """A copy of an owned object, keeping only our own managedFields entries: other managers' are never read
+    and would be kept for every object."""
+    copied = copy.deepcopy(dict(body))
+    meta = copied.get("metadata", {})
+    meta["managedFields"] = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
+    return copied
 
 
 @kopf.index(*MD, id="modeldeployments")
+async def modeldeployments_by_name(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
+
+
 @kopf.index("apps", "v1", "deployments", labels=OWNED, id="deployments")
 @kopf.index("v1", "services", labels=OWNED, id="services")
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED, id="autoscalers")
-async def by_name(namespace, name, body, **_):
-    """In-memory copies of ModelDeployments and what they own, keyed by (namespace, name)."""
-    return {(namespace, name): _snapshot(body)}
+async def owned_by_name(namespace, name, body, **_):
+    """In-memory copies of what ModelDeployments own, keyed by (namespace, name)."""
+    return {(namespace, name): _owned_snapshot(body)}
 
 
 @kopf.index("v1", "pods", labels=OWNED, id="pods")
@@ -86,10 +109,11 @@ class _Indexed:
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
 async def on_spec(body, retry, deployments, services, autoscalers, pods, **_):
+    RECONCILES.labels(trigger="spec").inc()
     outcome = await RECONCILER.reconcile(_snapshot(body), _Indexed(deployments, services, autoscalers, pods))
-    if outcome and outcome.retry is not None and outcome.retry.retryable:
+    if outcome and outcome.retry_because is not None:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
-        raise kopf.TemporaryError(outcome.retry.message, delay=min(300, 5 * 2 ** min(retry, 6)))
+        raise kopf.TemporaryError(outcome.retry_because, delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
 @kopf.on.startup()
@@ -97,34 +121,51 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
     """One loop for all ModelDeployments re-resolves them every interval, so a moved alias or a model
     registered later is noticed. Not a kopf timer: that is a task per object and adds a finalizer,
     which would make deleting a ModelDeployment (or its namespace) wait for the operator."""
-    live = _Indexed(deployments, services, autoscalers, pods)
-    memo.resync = asyncio.create_task(_resync_forever(modeldeployments, live))
+    cluster = _Indexed(deployments, services, autoscalers, pods)
+    memo.resync = Resync(modeldeployments, cluster)
+    memo.resync.task = asyncio.create_task(memo.resync.forever())
 
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_) -> None:
-    memo.resync.cancel()
+    memo.resync.task.cancel()
 
 
-async def _resync_forever(modeldeployments, live) -> None:
-    while True:
-        await asyncio.sleep(SETTINGS.resolve_interval_seconds)
-        try:
-            await _resync_once(modeldeployments, live)
-        except Exception:  # the loop must outlive any one bad pass
-            log.exception("periodic resync failed; trying again next interval")
+class Resync:
+    """Every interval, a reconcile of each ModelDeployment that has none from here still running. Each runs
+    as a task of its own, so one that waits on a slow registry holds back no other, nor the next pass."""
 
+    def __init__(self, modeldeployments: kopf.Index, cluster: _Indexed):
+        self.modeldeployments, self.cluster = modeldeployments, cluster
+        self.running: dict[str, asyncio.Task] = {}
+        self.task: asyncio.Task | None = None
 
-async def _resync_once(modeldeployments, live) -> None:
-    bodies = [body for store in list(modeldeployments.values()) for body in store]
-    # The pools bound the blocking work; the shared resolver asks each distinct reference once.
-    outcomes = await asyncio.gather(*(RECONCILER.reconcile(body, live) for body in bodies), return_exceptions=True)
-    for body, outcome in zip(bodies, outcomes):
-        if isinstance(outcome, BaseException):  # one object's failure must not end the loop for all
-            meta = body["metadata"]
+    async def forever(self) -> None:
+        while True:
+            await asyncio.sleep(SETTINGS.resolve_interval_seconds)
+            try:
+                self.once()
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("periodic resync failed; trying again next interval")
+
+    def once(self) -> None:
+        bodies = {body["metadata"]["uid"]: body for store in list(self.modeldeployments.values()) for body in store}
+        RECONCILER.retain(set(bodies))
+        for uid, body in bodies.items():
+            if uid in self.running:
+                continue
+            RECONCILES.labels(trigger="resync").inc()
+            task = asyncio.create_task(RECONCILER.reconcile(body, self.cluster))
+            self.running[uid] = task
+            task.add_done_callback(lambda done, uid=uid, meta=body["metadata"]: self._done(uid, meta, done))
+
+    def _done(self, uid: str, meta: dict, task: asyncio.Task) -> None:
+        del self.running[uid]
+        if not task.cancelled() and task.exception() is not None:  # one object's failure ends no loop
+            failure = task.exception()
             # Not %r: the repr of some errors (a UnicodeDecodeError) holds all the bytes they were given.
             log.error("periodic reconcile of %s/%s failed: %s: %s", meta["namespace"], meta["name"],
-                      type(outcome).__name__, outcome)
+                      type(failure).__name__, failure)
 
 
 @kopf.on.event(*MD)
@@ -140,6 +181,7 @@ async def on_modeldeployment_event(type, uid, **_):
 async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, pods, **_):
     """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
     back any hand edit of what we manage."""
-    live = _Indexed(deployments, services, autoscalers, pods)
+    cluster = _Indexed(deployments, services, autoscalers, pods)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        await RECONCILER.reconcile(owner, live, resolve=False)
+        RECONCILES.labels(trigger="owned").inc()
+        await RECONCILER.reconcile(owner, cluster, resolve=False)

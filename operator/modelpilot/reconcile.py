@@ -1,8 +1,8 @@
 """One reconcile of one ModelDeployment: observe, decide (pure `rollout.plan`), then apply the decision.
 
-Orchestrated on the event loop; every blocking call runs in a bounded pool: registry calls in the
-resolver's, Kubernetes calls in this module's. A slow MLflow server therefore never holds the workers
-that apply objects and report readiness for everyone else.
+Orchestrated on the event loop. Registry calls are async, bounded in number and each given a total
+deadline by the resolver; blocking Kubernetes calls run in this module's bounded pool. A slow MLflow
+server therefore never holds the workers that apply objects and report readiness for everyone else.
 """
 
 from __future__ import annotations
@@ -10,26 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from .api import GROUP, KIND, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
-from .api.status import ResolvedModel
 from .kube import objects
 from .kube.events import post_event
+from .kube.ownership import foreign
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing
 from .registry.mlflow import Credentials
+from .registry.resolution import Resolution
 from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
 from .rollout import health
-from .rollout.conditions import get_condition, notices
+from .rollout.conditions import notices
 from .rollout.images import image_refusal
-from .rollout.plan import Observations, Plan, ResolveFailure, TrackObservation, apply_failed, plan
+from .rollout.plan import Observations, Plan, TrackObservation, apply_failed, plan, resolved_for
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,67 +50,96 @@ class Lookup(Protocol):
 @dataclass
 class Outcome:
     status: ModelDeploymentStatus
-    retry: ResolveFailure | None = None
+    # Why to reconcile again with backoff (a failure that waiting may cure); None when nothing is pending.
+    retry_because: str | None = None
+
+
+@dataclass
+class _Memory:
+    """What the operator remembers of one ModelDeployment between reconciles."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # We are the only writer of status: what we last wrote is fresher than a watch event may be.
+    status: ModelDeploymentStatus | None = None
+    # The newest resolution planned with, and the generation it answered.
+    resolution: Resolution | None = None
+    generation: int = 0
+    # The ModelDeployment was deleted while a reconcile held the lock.
+    gone: bool = False
+
+    def newest(self, generation: int, resolution: Resolution | None) -> Resolution | None:
+        """`resolution`, unless one asked later about the same generation was already planned with: an
+        answer that was slow to arrive must not flip an alias back."""
+        kept = self.resolution
+        if resolution is not None and kept is not None and self.generation == generation and kept.asked > resolution.asked:
+            return kept
+        return resolution
 
 
 class Reconciler:
-    """Reconciles ModelDeployments; holds what outlives one call: pools, locks, the last statuses."""
+    """Reconciles ModelDeployments; holds what outlives one call: pools, the per-object memory."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.resolver = Resolver(
-            workers=settings.registry_workers,
+            concurrency=settings.registry_workers,
             # Half an interval: every periodic reconcile asks afresh, concurrent ones share one answer.
             ttl_seconds=settings.resolve_interval_seconds / 2,
             timeout_seconds=settings.registry_timeout_seconds,
         )
         self._kube = ThreadPoolExecutor(max_workers=settings.kube_workers, thread_name_prefix="kube")
-        self._locks: dict[str, asyncio.Lock] = {}
-        # We are the only writer of status: what we last wrote is fresher than a watch event may be.
-        self._written: dict[str, ModelDeploymentStatus] = {}
+        self._memory: dict[str, _Memory] = {}
 
     def forget(self, uid: str) -> None:
-        self._locks.pop(uid, None)
-        self._written.pop(uid, None)
+        """The ModelDeployment is gone. A reconcile still running for it drops its memory when it ends."""
+        memory = self._memory.get(uid)
+        if memory is None:
+            return
+        memory.gone = True
+        if not memory.lock.locked():
+            del self._memory[uid]
 
-    async def reconcile(self, body: dict, live: Lookup, resolve: bool = True) -> Outcome | None:
+    def retain(self, uids: set[str]) -> None:
+        """Forget every ModelDeployment but these: catches a deletion that raced a reconcile of a stale body."""
+        for uid in [uid for uid in self._memory if uid not in uids]:
+            self.forget(uid)
+
+    async def reconcile(self, body: dict, cluster: Lookup, resolve: bool = True) -> Outcome | None:
         """Bring one ModelDeployment's owned objects and status in line with its spec.
 
-        With resolve=False (an owned object changed) the last resolution recorded in status is reused,
-        unless the spec changed since, so that pod churn does not turn into registry traffic.
-        Returns None for an object being deleted: its owned objects go with it.
+        With resolve=False (an owned object changed) the registry is not asked if status already records
+        what this generation's reference resolved to, so that pod churn does not turn into registry traffic.
+        Returns None when there was nothing to do: the object is being deleted (its owned objects go with
+        it), or the body is older than what was already handled.
         """
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return None
         uid, generation = meta["uid"], meta.get("generation", 1)
-        seen = None
-        try:
-            spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
-        except ValidationError as exc:
-            # The CRD schema catches almost everything; this guards objects stored before a schema change.
-            spec, seen = None, {"failure": ResolveFailure("InvalidSpec", _short_validation_error(exc), False)}
-        else:
-            known = self._written.get(uid) or _parse_status(body.get("status"))
-            if resolve or not _resolved_for(known, generation):
+        memory = self._memory.setdefault(uid, _Memory())
+        spec, resolution = _read_spec(body)
+        if spec is not None:
+            recorded = memory.status or _parse_status(body.get("status"))
+            if resolve or not resolved_for(recorded, generation):
                 # Outside the lock: an owned object's event need not wait for the registry.
-                seen = await self._resolve(meta["namespace"], spec)
-        async with self._locks.setdefault(uid, asyncio.Lock()):
-            old = self._written.get(uid) or _parse_status(body.get("status"))
-            if generation < (old.observed_generation or 0):
-                return None  # a newer spec was handled meanwhile; this body is stale
-            if seen is None:
-                # Read under the lock, so a resolution written meanwhile is the one reused.
-                if not _resolved_for(old, generation):
-                    return None
-                seen = {"resolved": old.model}
-            seen = _screen_image(spec, seen, self.settings)
+                resolution = await self._resolve(meta["namespace"], spec)
+        async with memory.lock:
+            if memory.gone:
+                return None
+            status = memory.status or _parse_status(body.get("status"))
+            resolution = memory.newest(generation, resolution)
+            screened = _screen_image(spec, resolution, self.settings)
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self._kube, _converge, body, spec, old, seen, self.settings, live)
-            self._written[uid] = outcome.status
+            outcome = await loop.run_in_executor(
+                self._kube, _converge, body, spec, status, screened, self.settings, cluster
+            )
+            if outcome is not None:
+                memory.status = outcome.status
+                if resolution is not None:
+                    memory.resolution, memory.generation = resolution, generation
             return outcome
 
-    async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> dict:
+    async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> Resolution:
         credentials = None
         secret = spec.mlflow.credentials_secret
         if secret:
@@ -119,97 +149,117 @@ class Reconciler:
                     self._kube, objects.secret_data, namespace, secret, Credentials.SECRET_KEYS
                 )
             except objects.SecretValueNotText as exc:
-                invalid = CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}")
-                return {"failure": ResolveFailure(invalid.reason, str(invalid), invalid.retryable)}
-            if data is None:
-                missing = CredentialsSecretMissing(
-                    f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist"
+                return Resolution.of_error(
+                    CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}")
                 )
-                return {"failure": ResolveFailure(missing.reason, str(missing), missing.retryable)}
+            if data is None:
+                return Resolution.of_error(
+                    CredentialsSecretMissing(f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist")
+                )
             credentials = Credentials.from_secret_data(data)
-        result = await self.resolver.resolve(spec.mlflow.tracking_uri, credentials, spec.model)
-        if result.error is not None:
-            return {"failure": ResolveFailure(result.error.reason, str(result.error), result.error.retryable)}
-        return {"resolved": result.model}
+        return await self.resolver.resolve(spec.mlflow.tracking_uri, credentials, spec.model)
 
 
-def _screen_image(spec: ModelDeploymentSpec | None, seen: dict, settings: Settings) -> dict:
+def _read_spec(body: dict) -> tuple[ModelDeploymentSpec | None, Resolution | None]:
+    """The parsed spec, or None and the failure that says why it cannot be parsed."""
+    try:
+        return ModelDeploymentSpec.model_validate(body.get("spec") or {}), None
+    except ValidationError as exc:
+        # The CRD schema catches almost everything; this guards objects stored before a schema change.
+        return None, Resolution.failed("InvalidSpec", _short_validation_error(exc), retryable=False)
+
+
+def _screen_image(spec: ModelDeploymentSpec | None, resolution: Resolution | None, settings: Settings) -> Resolution | None:
     """A resolved model whose runtime image is not allowed becomes a failure, so the plan rolls nothing out."""
-    if spec is None or "resolved" not in seen:
-        return seen
+    if spec is None or resolution is None or resolution.model is None:
+        return resolution
     refusal = image_refusal(workload.runtime_image(spec, settings.runtime_image), settings.allowed_images)
-    return seen if refusal is None else {"failure": refusal}
+    return resolution if refusal is None else refusal
 
 
 def _converge(
-    body: dict, spec: ModelDeploymentSpec | None, old: ModelDeploymentStatus, seen: dict, settings: Settings, live: Lookup
-) -> Outcome:
+    body: dict,
+    spec: ModelDeploymentSpec | None,
+    status: ModelDeploymentStatus,
+    resolution: Resolution | None,
+    settings: Settings,
+    cluster: Lookup,
+) -> Outcome | None:
     """The blocking part: read the live Deployment and pods, plan, apply what the plan says, write status."""
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    stable_body = live.get("Deployment", owner.namespace, track_name(owner.name, STABLE))
-    stable, pods_seen = None, {}
-    if stable_body is not None:
-        stable = TrackObservation.from_deployment(stable_body, LABEL_MODEL_VERSION)
-        pods = live.pods(owner.namespace, owner.name)
-        pods_seen = {
-            "start_failure": health.start_failure(stable_body, pods, LABEL_MODEL_VERSION),
-            "ready_versions": health.ready_versions(stable_body, pods, LABEL_MODEL_VERSION),
-            "lingering_pods": health.lingering_pods(stable_body, pods, LABEL_MODEL_VERSION),
+    live_stable = cluster.get("Deployment", owner.namespace, track_name(owner.name, STABLE))
+    stable, pod_health = None, {}
+    if live_stable is not None:
+        stable = TrackObservation.from_deployment(live_stable, LABEL_MODEL_VERSION)
+        pods = cluster.pods(owner.namespace, owner.name)
+        pod_health = {
+            "start_failure": health.start_failure(live_stable, pods, LABEL_MODEL_VERSION),
+            "ready_versions": health.ready_versions(live_stable, pods, LABEL_MODEL_VERSION),
+            "lingering_pods": health.lingering_pods(live_stable, pods, LABEL_MODEL_VERSION),
         }
-    observations = Observations(generation=meta.get("generation", 1), now=now, stable=stable, **pods_seen, **seen)
-    decision = plan(old, observations)
-    retry = observations.failure
-    if decision.serve is not None and spec is not None:
-        try:
-            _apply_workload(owner, spec, decision.serve, settings, live, stable_body)
-        except objects.ApplyRefused as exc:
-            # Reported, and retried with backoff: a missing permission or a webhook may be fixed later.
-            decision = Plan(status=apply_failed(decision.status, observations, str(exc)), serve=None)
-            retry = ResolveFailure("ApplyFailed", str(exc), retryable=True)
-    return _finish(owner, old, decision, retry=retry)
-
-
-def _apply_workload(
-    owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, settings: Settings, live: Lookup, stable_body
-) -> None:
-    desired = [
-        (workload.deployment(owner, spec, model, settings.runtime_image, STABLE), stable_body),
-        (workload.service(owner, spec), live.get("Service", owner.namespace, owner.name)),
-    ]
-    hpa = workload.autoscaler(owner, spec)
-    live_hpa = live.get("HorizontalPodAutoscaler", owner.namespace, owner.name)
-    if hpa is not None:
-        desired.append((hpa, live_hpa))
-    elif live_hpa is not None:
-        objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
-    for want, have in desired:
-        objects.apply(want, have)
-
-
-def _finish(owner: Owner, old: ModelDeploymentStatus, decision: Plan, retry: ResolveFailure | None = None) -> Outcome:
-    new = decision.status
-    old_wire, new_wire = old.to_wire(), new.to_wire()
-    if new_wire != old_wire:
-        # A merge patch keeps keys it is not told about: clear the ones that went away.
-        patch = {**{k: None for k in old_wire if k not in new_wire}, **new_wire}
-        objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
-    for notice in notices(old.conditions, new.conditions):
-        post_event(owner.involved(), notice.warning, notice.reason, notice.message)
-    return Outcome(status=new, retry=retry)
-
-
-def _resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
-    """The status records what this generation's reference resolved to (not a last good version kept
-    while this generation's reference fails to resolve)."""
-    resolved = get_condition(status.conditions, "ModelResolved")
-    return (
-        status.model is not None
-        and status.observed_generation == generation
-        and resolved is not None
-        and resolved.status == "True"
+    observed = Observations(
+        generation=meta.get("generation", 1),
+        now=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        resolution=resolution,
+        stable=stable,
+        autoscaler=cluster.get("HorizontalPodAutoscaler", owner.namespace, owner.name) is not None,
+        **pod_health,
     )
+    decision = plan(spec, status, observed)
+    if decision is None:
+        return None
+    retry_because = resolution.message if resolution is not None and resolution.retryable else None
+    if decision.serve is not None:
+        try:
+            _apply_workload(owner, spec, decision, settings, cluster)
+        except objects.ApplyRefused as exc:
+            # Reported, and retried with backoff: a missing permission, a webhook or a name taken by
+            # someone else's object may be fixed later.
+            decision = Plan(status=apply_failed(decision.status, observed, exc.reason, str(exc)), serve=None)
+            retry_because = str(exc)
+    _write_status(owner, status, decision.status)
+    return Outcome(status=decision.status, retry_because=retry_because)
+
+
+def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, settings: Settings, cluster: Lookup) -> None:
+    """Apply the plan's objects, or none at all when one of their names belongs to someone else."""
+    desired = [
+        workload.deployment(owner, spec, decision.serve, settings.runtime_image, STABLE),
+        workload.service(owner, spec),
+    ]
+    autoscaler = workload.autoscaler(owner, spec)
+    if autoscaler is not None:
+        desired.append(autoscaler)
+    pairs = [(want, _live(want, cluster)) for want in desired]
+    for want, live in pairs:
+        problem = live is not None and foreign(live, owner.uid, objects.FIELD_MANAGER)
+        if problem:
+            raise objects.NotOwned(f"{problem}: rename or delete it, or rename the ModelDeployment; nothing was applied")
+    if decision.remove_autoscaler:
+        objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
+    for want, live in pairs:
+        objects.apply(want, live)
+
+
+def _live(desired: dict, cluster: Lookup) -> dict | None:
+    """The live object of `desired`'s name: from the index of ours, else asked of the API server, which also
+    knows objects that are not ours (and ours the index has not seen yet)."""
+    meta = desired["metadata"]
+    found = cluster.get(desired["kind"], meta["namespace"], meta["name"])
+    if found is None:
+        found = objects.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    return found
+
+
+def _write_status(owner: Owner, before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
+    before_wire, after_wire = before.to_wire(), after.to_wire()
+    if after_wire != before_wire:
+        # A merge patch keeps keys it is not told about: clear the ones that went away.
+        patch = {**{k: None for k in before_wire if k not in after_wire}, **after_wire}
+        objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
+    for notice in notices(before.conditions, after.conditions):
+        post_event(owner.involved(), notice.warning, notice.reason, notice.message)
 
 
 def _parse_status(raw: dict | None) -> ModelDeploymentStatus:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from . import __version__
+from .serving import RUNTIME_VERSION
 
 
 @dataclass(frozen=True)
 class Settings:
-    runtime_image: str = f"ghcr.io/modelpilot/runtime:{__version__}"
+    runtime_image: str = f"ghcr.io/modelpilot/runtime:{RUNTIME_VERSION}"
     # How often a ModelDeployment's reference is re-resolved, so a moved alias rolls out.
     resolve_interval_seconds: float = 60.0
     # Read timeout of one MLflow request; connecting has its own 5 s bound.

@@ -135,16 +135,23 @@ def archive_path(name: str, key: str) -> Path:
     return cache_dir() / f"{name}-{key[:SHORT_HASH]}.tar"
 
 
-def package_version(context: dict[str, bytes]) -> str:
-    text = context["operator/modelpilot/__init__.py"].decode()
-    match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.MULTILINE)
+# Where each image's version is defined: the runtime is versioned apart from the operator.
+_VERSIONS = {
+    "operator": ("operator/modelpilot/__init__.py", "__version__"),
+    "runtime": ("operator/modelpilot/serving/__init__.py", "RUNTIME_VERSION"),
+}
+
+
+def image_version(name: str, context: dict[str, bytes]) -> str:
+    source, variable = _VERSIONS[name]
+    match = re.search(rf"""^{variable}\s*=\s*["']([^"']+)["']""", context[source].decode(), re.MULTILINE)
     if not match:
-        raise ImageBuildError("operator/modelpilot/__init__.py defines no __version__")
+        raise ImageBuildError(f"{source} defines no {variable}")
     return match.group(1)
 
 
 def image_archive(name: str, context: dict[str, bytes], base_key: str) -> ImageArchive:
-    reference = f"{REGISTRY}/{name}:{package_version(context)}"
+    reference = f"{REGISTRY}/{name}:{image_version(name, context)}"
     digest = hashlib.sha256(f"{reference}\0{base_key}\0{recipe_hash()}\0".encode())
     for relative, content in sorted(context.items()):
         digest.update(f"{relative}\0{len(content)}\0".encode())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from modelpilot.settings import Settings
 
 from tests.cluster.launcher import default_bin_dir
 
@@ -31,7 +32,9 @@ SERVING_RIGHTS = [
     ("create", "deployments.apps", "", "yes"),  # server-side apply of a new object
     ("patch", "deployments.apps", "", "yes"),
     ("update", "deployments.apps", "", "no"),
-    ("get", "deployments.apps", "", "no"),  # read from kopf's index, never fetched
+    # Fetched only when kopf's index lacks the object: a name taken by someone else is not taken over.
+    ("get", "deployments.apps", "", "yes"),
+    ("get", "services", "", "yes"),
     ("delete", "horizontalpodautoscalers.autoscaling", "", "yes"),
     ("update", "services", "", "no"),
     ("get", "secrets", "", "yes"),
@@ -83,6 +86,14 @@ def denied(rights: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str,
 
 def test_chart_crd_is_the_generated_one():
     assert (CHART / "crds" / GENERATED_CRD.name).read_text() == GENERATED_CRD.read_text(), "run `make crds`"
+
+
+def test_default_runtime_image_is_the_operators_own_default(kube_cluster):
+    rendered = helm(kube_cluster, "template", "mp", str(CHART), "--kube-version", "v1.35.4", "--show-only", "templates/deployment.yaml")
+    assert rendered.returncode == 0, rendered.stderr
+    container = yaml.safe_load(rendered.stdout)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELPILOT_RUNTIME_IMAGE"] == Settings().runtime_image
 
 
 def test_chart_lints_and_installs_cluster_wide(kube_cluster, kubectl, namespace):

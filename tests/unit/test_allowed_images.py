@@ -7,10 +7,12 @@ from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.reconcile import _screen_image
 from modelpilot.rollout.conditions import Notice, get_condition, notices
 from modelpilot.rollout.images import IMAGE_NOT_ALLOWED, image_allowed, image_refusal
+from modelpilot.registry.resolution import Resolution
 from modelpilot.rollout.plan import Observations, TrackObservation, plan
 from modelpilot.settings import Settings
 
 OURS = ("ghcr.io/modelpilot/*", "registry.example/ml/runtime:*")
+SPEC = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1"}, "mlflow": {"trackingUri": "http://mlflow:5000"}})
 V1 = ResolvedModel(name="m", version="1", source="s")
 V2 = ResolvedModel(name="m", version="2", source="s")
 
@@ -53,21 +55,22 @@ def spec(image: str | None = None) -> ModelDeploymentSpec:
 
 def test_the_spec_image_or_the_default_is_screened():
     settings = Settings(runtime_image="ghcr.io/modelpilot/runtime:1", allowed_images=OURS)
-    assert _screen_image(spec(), {"resolved": V2}, settings) == {"resolved": V2}
-    refused = _screen_image(spec("evil.example/miner:1"), {"resolved": V2}, settings)["failure"]
-    assert refused.reason == IMAGE_NOT_ALLOWED
+    resolved = Resolution(model=V2)
+    assert _screen_image(spec(), resolved, settings) is resolved
+    refused = _screen_image(spec("evil.example/miner:1"), resolved, settings)
+    assert refused.model is None and refused.reason == IMAGE_NOT_ALLOWED
     # The default image is screened too: an allow-list without it refuses every spec that relies on it.
-    assert "failure" in _screen_image(spec(), {"resolved": V2}, Settings(runtime_image="other:1", allowed_images=OURS))
+    assert _screen_image(spec(), resolved, Settings(runtime_image="other:1", allowed_images=OURS)).model is None
     # A resolution failure stays what it was.
-    failure = {"failure": refused}
+    failure = Resolution.failed("ModelNotFound", "no model", False)
     assert _screen_image(spec("evil.example/miner:1"), failure, settings) is failure
 
 
 def test_a_refused_image_leaves_the_serving_version_alone_and_says_why():
     serving = TrackObservation("m", "1", 2, 2, 2, 2, 2, True)
-    ready = plan(ModelDeploymentStatus(), Observations(generation=1, now="t", resolved=V1, stable=serving)).status
+    ready = plan(SPEC, ModelDeploymentStatus(), Observations(generation=1, now="t", resolution=Resolution(model=V1), stable=serving)).status
     refusal = image_refusal("evil.example/miner:1", OURS)
-    result = plan(ready, Observations(generation=2, now="t", failure=refusal, stable=serving))
+    result = plan(SPEC, ready, Observations(generation=2, now="t", resolution=refusal, stable=serving))
     assert result.serve is None  # nothing is applied: the serving Deployment keeps its image
     assert result.status.phase == "Degraded" and result.status.model == V1
     assert "still serving version 1" in result.status.message and "evil.example/miner:1" in result.status.message
@@ -81,6 +84,6 @@ def test_a_refused_image_leaves_the_serving_version_alone_and_says_why():
 
 
 def test_a_refused_image_with_nothing_serving_fails():
-    result = plan(ModelDeploymentStatus(), Observations(generation=1, now="t", failure=image_refusal("evil:1", OURS)))
+    result = plan(SPEC, ModelDeploymentStatus(), Observations(generation=1, now="t", resolution=image_refusal("evil:1", OURS)))
     assert result.serve is None and result.status.phase == "Failed"
     assert get_condition(result.status.conditions, "Ready").reason == IMAGE_NOT_ALLOWED

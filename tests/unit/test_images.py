@@ -11,6 +11,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from modelpilot import __version__
+from modelpilot.serving import RUNTIME_VERSION
 
 from tests.cluster import images
 
@@ -43,10 +45,11 @@ def members(archive: bytes) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
-def test_image_is_named_after_the_package_version(tree):
+def test_images_are_named_after_their_own_versions(tree):
     context = images.build_context("runtime", tree)
     archive = images.image_archive("runtime", context, "base")
-    assert archive.name == f"ghcr.io/modelpilot/runtime:{images.package_version(context)}"
+    assert archive.name == f"ghcr.io/modelpilot/runtime:{RUNTIME_VERSION}"
+    assert images.image_archive("operator", context, "base").name == f"ghcr.io/modelpilot/operator:{__version__}"
     assert archive.path.name == f"runtime-{archive.key[:16]}.tar"
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.rollout.conditions import Notice, get_condition, notices
 from modelpilot.rollout.health import StartFailure
-from modelpilot.rollout.plan import Observations, ResolveFailure, TrackObservation, plan
+from modelpilot.registry.resolution import Resolution
+from modelpilot.rollout.plan import Observations, TrackObservation, plan
 
+SPEC = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1"}, "mlflow": {"trackingUri": "http://mlflow:5000"}})
 V1 = ResolvedModel(name="m", version="1", source="s")
 V2 = ResolvedModel(name="m", version="2", source="s", alias="champion")
 
@@ -26,7 +29,7 @@ def cond(status, type_):
 
 
 def test_first_resolution_rolls_out_and_reports_progressing():
-    result = plan(ModelDeploymentStatus(), seen(resolved=V1))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1)))
     assert result.serve == V1
     assert result.status.phase == "Progressing"
     assert cond(result.status, "ModelResolved") == ("True", "Resolved")
@@ -35,7 +38,7 @@ def test_first_resolution_rolls_out_and_reports_progressing():
 
 
 def test_all_replicas_of_the_resolved_version_ready_means_ready():
-    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track()))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track()))
     assert result.status.phase == "Ready"
     assert cond(result.status, "Ready") == ("True", "Serving")
     assert cond(result.status, "Progressing") == ("False", "RolloutComplete")
@@ -43,7 +46,7 @@ def test_all_replicas_of_the_resolved_version_ready_means_ready():
 
 
 def test_old_version_still_ready_while_new_one_rolls_out_is_progressing():
-    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=track(version="1")))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V2), stable=track(version="1")))
     assert result.serve == V2
     assert result.status.phase == "Progressing"
     assert "alias 'champion' -> version 2" in get_condition(result.status.conditions, "ModelResolved").message
@@ -51,34 +54,34 @@ def test_old_version_still_ready_while_new_one_rolls_out_is_progressing():
 
 def test_an_old_pod_still_counted_as_ready_does_not_finish_the_rollout():
     # Two new pods exist, one of them ready, plus one old ready pod: ready == replicas, yet not done.
-    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=2, updated=2, total=3)))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(ready=2, updated=2, total=3)))
     assert result.status.phase == "Progressing"
 
 
 def test_old_pods_still_stopping_do_not_finish_the_rollout():
     # The Deployment counts only pods that are not terminating; a stopping old pod may still answer.
-    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(), lingering_pods=2))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(), lingering_pods=2))
     assert result.status.phase == "Progressing"
     assert "waiting for 2 pods of the previous version to stop" in result.status.message
-    assert plan(result.status, seen(resolved=V1, stable=track(), lingering_pods=0)).status.phase == "Ready"
+    assert plan(SPEC, result.status, seen(resolution=Resolution(model=V1), stable=track(), lingering_pods=0)).status.phase == "Ready"
 
 
 def test_template_not_yet_observed_is_not_ready():
-    result = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(current=False)))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(current=False)))
     assert result.status.phase == "Progressing"
 
 
 def test_failure_with_nothing_serving_fails_or_waits_depending_on_retryability():
-    fatal = plan(ModelDeploymentStatus(), seen(failure=ResolveFailure("ModelNotFound", "no model", False)))
+    fatal = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution.failed("ModelNotFound", "no model", False)))
     assert (fatal.status.phase, fatal.serve) == ("Failed", None)
     assert cond(fatal.status, "ModelResolved") == ("False", "ModelNotFound")
-    waiting = plan(ModelDeploymentStatus(), seen(failure=ResolveFailure("RegistryUnreachable", "down", True)))
+    waiting = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution.failed("RegistryUnreachable", "down", True)))
     assert waiting.status.phase == "Pending"
 
 
 def test_failure_while_serving_keeps_serving_and_reports_degraded():
-    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
-    bad = plan(good, seen(generation=2, failure=ResolveFailure("VersionNotFound", "no version 9", False), stable=track()))
+    good = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track())).status
+    bad = plan(SPEC, good, seen(generation=2, resolution=Resolution.failed("VersionNotFound", "no version 9", False), stable=track()))
     assert bad.serve is None  # nothing already serving is touched
     assert bad.status.phase == "Degraded"
     assert bad.status.model == V1  # the last good resolution is kept
@@ -88,10 +91,10 @@ def test_failure_while_serving_keeps_serving_and_reports_degraded():
 
 
 def test_transition_time_moves_only_when_status_changes():
-    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
-    again = plan(first, seen(now="2026-01-02T00:00:00Z", resolved=V1, stable=track())).status
+    first = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track())).status
+    again = plan(SPEC, first, seen(now="2026-01-02T00:00:00Z", resolution=Resolution(model=V1), stable=track())).status
     assert again == first  # an unchanged world gives an identical status: no write
-    lost = plan(again, seen(now="2026-01-03T00:00:00Z", resolved=V1, stable=track(ready=1))).status
+    lost = plan(SPEC, again, seen(now="2026-01-03T00:00:00Z", resolution=Resolution(model=V1), stable=track(ready=1))).status
     ready = get_condition(lost.conditions, "Ready")
     resolved = get_condition(lost.conditions, "ModelResolved")
     assert ready.last_transition_time == "2026-01-03T00:00:00Z"
@@ -100,16 +103,16 @@ def test_transition_time_moves_only_when_status_changes():
 
 def test_notices_fire_once_per_change():
     start = ModelDeploymentStatus()
-    failed = plan(start, seen(failure=ResolveFailure("ModelNotFound", "no model", False))).status
+    failed = plan(SPEC, start, seen(resolution=Resolution.failed("ModelNotFound", "no model", False))).status
     (notice,) = [n for n in notices(start.conditions, failed.conditions) if n.reason == "ModelNotFound"]
     assert notice.warning
-    again = plan(failed, seen(failure=ResolveFailure("ModelNotFound", "no model", False))).status
+    again = plan(SPEC, failed, seen(resolution=Resolution.failed("ModelNotFound", "no model", False))).status
     assert notices(failed.conditions, again.conditions) == []
 
 
 def test_a_newly_resolved_version_is_news():
-    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
-    moved = plan(first, seen(resolved=V2, stable=track())).status
+    first = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track())).status
+    moved = plan(SPEC, first, seen(resolution=Resolution(model=V2), stable=track())).status
     assert [n.reason for n in notices(first.conditions, moved.conditions)] == ["Resolved"]
 
 
@@ -122,7 +125,7 @@ def rolling(version="2", ready=2) -> TrackObservation:
 
 
 def test_new_pods_that_cannot_start_while_the_old_version_serves_is_degraded():
-    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V2), stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
     assert result.serve == V2  # the Deployment keeps what the spec says; old pods keep serving meanwhile
     st = result.status
     assert st.phase == "Degraded"
@@ -136,7 +139,7 @@ def test_new_pods_that_cannot_start_while_the_old_version_serves_is_degraded():
 
 
 def test_new_pods_that_cannot_start_with_nothing_serving_is_failed():
-    st = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0, updated=2), start_failure=REFUSED)).status
+    st = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(ready=0, updated=2), start_failure=REFUSED)).status
     assert st.phase == "Failed"
     assert st.message.startswith("version 1 cannot start: fetch-model exited 6")
     assert cond(st, "Ready") == ("False", "RequirementsRefused")
@@ -146,45 +149,45 @@ def test_new_pods_that_cannot_start_with_nothing_serving_is_failed():
 
 def test_a_failure_of_the_pods_of_another_version_is_not_this_rollouts():
     # The live template still runs version 1; version 2 is about to be applied.
-    result = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(version="1"), start_failure=REFUSED))
+    result = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V2), stable=rolling(version="1"), start_failure=REFUSED))
     assert result.status.phase == "Progressing"
 
 
 def test_the_report_clears_when_the_pods_start():
-    stuck = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
-    starting = plan(stuck.status, seen(now="2026-01-01T00:01:00Z", resolved=V2, stable=rolling(), ready_versions=("1",)))
+    stuck = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V2), stable=rolling(), start_failure=REFUSED, ready_versions=("1",)))
+    starting = plan(SPEC, stuck.status, seen(now="2026-01-01T00:01:00Z", resolution=Resolution(model=V2), stable=rolling(), ready_versions=("1",)))
     assert starting.status.phase == "Progressing"
     assert cond(starting.status, "Degraded") == ("False", "Healthy")
     assert cond(starting.status, "Progressing") == ("True", "RollingOut")
-    done = plan(starting.status, seen(resolved=V2, stable=track(version="2"), ready_versions=("2",)))
+    done = plan(SPEC, starting.status, seen(resolution=Resolution(model=V2), stable=track(version="2"), ready_versions=("2",)))
     assert done.status.phase == "Ready"
 
 
 def test_a_stuck_rollout_is_one_warning_event_however_many_conditions_say_it():
-    start = plan(ModelDeploymentStatus(), seen(resolved=V2, stable=rolling(), ready_versions=("1",))).status
-    degraded = plan(start, seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
+    start = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V2), stable=rolling(), ready_versions=("1",))).status
+    degraded = plan(SPEC, start, seen(resolution=Resolution(model=V2), stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
     assert notices(start.conditions, degraded.conditions) == [
         Notice(warning=True, reason="RequirementsRefused", message=degraded.message),
         Notice(warning=False, reason="Serving", message="still serving version 1"),
     ]
-    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0))).status
-    failed = plan(first, seen(resolved=V1, stable=track(ready=0), start_failure=REFUSED)).status
+    first = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(ready=0))).status
+    failed = plan(SPEC, first, seen(resolution=Resolution(model=V1), stable=track(ready=0), start_failure=REFUSED)).status
     assert [(n.warning, n.reason) for n in notices(first.conditions, failed.conditions)] == [(True, "RequirementsRefused")]
     # The kubelet retrying changes nothing worth another Event.
-    again = plan(degraded, seen(now="2026-01-01T00:05:00Z", resolved=V2, stable=rolling(), start_failure=REFUSED,
+    again = plan(SPEC, degraded, seen(now="2026-01-01T00:05:00Z", resolution=Resolution(model=V2), stable=rolling(), start_failure=REFUSED,
                                 ready_versions=("1",))).status
     assert notices(degraded.conditions, again.conditions) == []
 
 
 def test_a_finished_rollout_is_not_an_event():
-    rolling_out = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=rolling(version="1"))).status
-    done = plan(rolling_out, seen(resolved=V1, stable=track())).status
+    rolling_out = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=rolling(version="1"))).status
+    done = plan(SPEC, rolling_out, seen(resolution=Resolution(model=V1), stable=track())).status
     assert [n.reason for n in notices(rolling_out.conditions, done.conditions)] == ["Serving"]
 
 
 def test_a_registry_outage_while_serving_stays_ready_with_the_resolution_unknown():
-    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
-    outage = plan(good, seen(failure=ResolveFailure("RegistryUnreachable", "cannot reach MLflow", True), stable=track()))
+    good = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track())).status
+    outage = plan(SPEC, good, seen(resolution=Resolution.failed("RegistryUnreachable", "cannot reach MLflow", True), stable=track()))
     assert outage.serve is None  # what serves is left alone
     assert outage.status.phase == "Ready"
     assert cond(outage.status, "ModelResolved") == ("Unknown", "RegistryUnreachable")
@@ -195,25 +198,25 @@ def test_a_registry_outage_while_serving_stays_ready_with_the_resolution_unknown
     assert [(n.warning, n.reason) for n in notices(good.conditions, outage.status.conditions)] == [
         (True, "RegistryUnreachable")
     ]
-    back = plan(outage.status, seen(resolved=V1, stable=track())).status
+    back = plan(SPEC, outage.status, seen(resolution=Resolution(model=V1), stable=track())).status
     assert back.phase == "Ready" and cond(back, "ModelResolved") == ("True", "Resolved")
 
 
 def test_a_model_gone_from_the_registry_while_serving_is_still_degraded():
-    good = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track())).status
-    gone = plan(good, seen(failure=ResolveFailure("ModelNotFound", "no model m", False), stable=track())).status
+    good = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track())).status
+    gone = plan(SPEC, good, seen(resolution=Resolution.failed("ModelNotFound", "no model m", False), stable=track())).status
     assert gone.phase == "Degraded" and cond(gone, "ModelResolved") == ("False", "ModelNotFound")
 
 
 def test_status_names_the_last_version_that_finished_rolling_out_and_the_one_under_way():
-    first = plan(ModelDeploymentStatus(), seen(resolved=V1, stable=track(ready=0))).status
+    first = plan(SPEC, ModelDeploymentStatus(), seen(resolution=Resolution(model=V1), stable=track(ready=0))).status
     assert (first.stable.version, first.stable.updating_to) == (None, "1")
-    done = plan(first, seen(resolved=V1, stable=track())).status
+    done = plan(SPEC, first, seen(resolution=Resolution(model=V1), stable=track())).status
     assert (done.stable.version, done.stable.updating_to) == ("1", None)
     # The template says version 2 before any of its pods serves: version 1 is still the one that serves.
-    rolling_out = plan(done, seen(resolved=V2, stable=rolling(ready=1))).status
+    rolling_out = plan(SPEC, done, seen(resolution=Resolution(model=V2), stable=rolling(ready=1))).status
     assert (rolling_out.stable.version, rolling_out.stable.updating_to) == ("1", "2")
-    stuck = plan(rolling_out, seen(resolved=V2, stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
+    stuck = plan(SPEC, rolling_out, seen(resolution=Resolution(model=V2), stable=rolling(), start_failure=REFUSED, ready_versions=("1",))).status
     assert (stuck.stable.version, stuck.stable.updating_to) == ("1", "2")
-    finished = plan(rolling_out, seen(resolved=V2, stable=track(version="2"))).status
+    finished = plan(SPEC, rolling_out, seen(resolution=Resolution(model=V2), stable=track(version="2"))).status
     assert (finished.stable.version, finished.stable.updating_to) == ("2", None)

@@ -11,6 +11,7 @@ from modelpilot import reconcile
 from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.kube import objects
+from modelpilot.registry.resolution import Resolution
 from modelpilot.rollout.conditions import get_condition
 from modelpilot.settings import Settings
 
@@ -35,6 +36,8 @@ def api(monkeypatch):
     written = {"status": [], "events": []}
 
     def refuse(method, url, body=None, query=None, content_type=None):
+        if method == "GET":
+            raise ApiException(status=404, reason="Not Found")  # no object of that name yet
         if content_type == "application/apply-patch+yaml":
             exc = ApiException(status=422, reason="Unprocessable Entity")
             exc.body = json.dumps({"message": 'Deployment.apps "m" is invalid: spec.template...cpu: quantities must match'})
@@ -52,7 +55,7 @@ def api(monkeypatch):
 
 def test_a_refused_apply_is_reported_in_status_and_an_event_and_retried(api):
     spec = ModelDeploymentSpec.model_validate(BODY["spec"])
-    outcome = reconcile._converge(BODY, spec, ModelDeploymentStatus(), {"resolved": V1}, Settings(), NothingLive())
+    outcome = reconcile._converge(BODY, spec, ModelDeploymentStatus(), Resolution(model=V1), Settings(), NothingLive())
 
     status = outcome.status
     progressing = get_condition(status.conditions, "Progressing")
@@ -62,4 +65,4 @@ def test_a_refused_apply_is_reported_in_status_and_an_event_and_retried(api):
     assert status.phase == "Failed" and get_condition(status.conditions, "Ready").reason == "ApplyFailed"
     assert api["status"] and api["status"][-1]["phase"] == "Failed"
     assert (True, "ApplyFailed") in api["events"]
-    assert outcome.retry is not None and outcome.retry.retryable
+    assert outcome.retry_because == progressing.message

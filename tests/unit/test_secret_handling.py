@@ -42,14 +42,23 @@ def test_a_used_key_that_is_not_text_is_named_without_its_value(raw):
 
 
 class _Failing:
-    async def reconcile(self, body, live, resolve=True):
+    async def reconcile(self, body, cluster, resolve=True):
         BINARY.decode()  # a UnicodeDecodeError: its repr holds every byte it was given
+
+    def retain(self, uids):
+        pass
 
 
 def test_a_failed_periodic_reconcile_logs_no_error_repr(monkeypatch, caplog):
     monkeypatch.setattr(handlers, "RECONCILER", _Failing())
-    store = {("ml", "m"): [{"metadata": {"namespace": "ml", "name": "m"}}]}
+    store = {("ml", "m"): [{"metadata": {"namespace": "ml", "name": "m", "uid": "u1"}}]}
+
+    async def one_pass():
+        resync = handlers.Resync(store, cluster=None)
+        resync.once()
+        await asyncio.gather(*resync.running.values(), return_exceptions=True)
+
     with caplog.at_level(logging.ERROR, logger="modelpilot.handlers"):
-        asyncio.run(handlers._resync_once(store, live=None))
+        asyncio.run(one_pass())
     assert "periodic reconcile of ml/m failed: UnicodeDecodeError" in caplog.text
     assert "hunter2" not in caplog.text

@@ -78,7 +78,8 @@ def test_dockerfile_installs_only_the_project_definition(image):
 
 def test_runtime_extra_is_defined_in_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    runtime = " ".join(project["optional-dependencies"]["runtime"])
+    # The runtime image installs the package with its runtime extra: both lists land in it.
+    runtime = " ".join(project["dependencies"] + project["optional-dependencies"]["runtime"])
     for needed in ("mlflow-skinny", "prometheus-client", "scikit-learn", "pandas", "numpy"):
         assert needed in runtime
 

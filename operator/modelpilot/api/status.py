@@ -9,7 +9,6 @@ from pydantic import Field
 from .base import ApiModel
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
-ConditionType = Literal["Ready", "ModelResolved", "Progressing", "Degraded"]
 
 
 class Condition(ApiModel):

@@ -64,6 +64,8 @@ class ApplyRefused(Exception):
     """The API server refused an apply (forbidden, invalid, refused by a webhook); the message says which
     object, the HTTP status and the server's own explanation, for status and Events."""
 
+    reason = "ApplyFailed"
+
     @classmethod
     def of(cls, desired: dict, exc: ApiException) -> ApplyRefused:
         meta = desired["metadata"]
@@ -73,6 +75,12 @@ class ApplyRefused(Exception):
             explanation = exc.reason
         text = f"could not apply {desired['kind']} {meta['namespace']}/{meta['name']}: HTTP {exc.status}: {explanation}"
         return cls(" ".join(text.split())[:512])
+
+
+class NotOwned(ApplyRefused):
+    """An object of a rendered name exists and belongs to someone else; nothing was applied."""
+
+    reason = "NotOwned"
 
 
 def apply(desired: dict, live: dict | None) -> bool:

@@ -16,10 +16,10 @@ from .labels import (
     track_name,
     track_selector,
 )
+from ..serving import MODEL_DIR
 from .owner import Owner
 from .pod import pod_fields, template_metadata
 
-MODEL_DIR = "/var/lib/modelpilot/model"
 RUN_AS = 10001
 PRE_STOP_SECONDS = 5
 # A container that dies before writing its termination message (a bad flag, a crash at import) still
@@ -40,16 +40,11 @@ def deployment(
     model: ResolvedModel,
     runtime_image: str,
     track: str = STABLE,
-    replicas: int | None = None,
 ) -> dict:
-    """The Deployment serving `model` on `track`.
-
-    `replicas` None means the spec's count, or no count at all when an autoscaler owns it.
-    """
+    """The Deployment serving `model` on `track`, with the spec's replica count, or none at all when an
+    autoscaler owns the count."""
     name = track_name(owner.name, track)
     labels = track_labels(owner.name, spec.model.name, track, model.version)
-    if replicas is None and spec.autoscaling is None:
-        replicas = spec.replicas
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -65,8 +60,8 @@ def deployment(
             },
         },
     }
-    if replicas is not None:
-        body["spec"]["replicas"] = replicas
+    if spec.autoscaling is None:
+        body["spec"]["replicas"] = spec.replicas
     return body
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from .plan import ResolveFailure
+from ..registry.resolution import Resolution
 
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 
@@ -19,7 +19,7 @@ def image_allowed(image: str, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(fnmatchcase(image, pattern) for pattern in patterns)
 
 
-def image_refusal(image: str, patterns: tuple[str, ...]) -> ResolveFailure | None:
+def image_refusal(image: str, patterns: tuple[str, ...]) -> Resolution | None:
     """Why the image may not run, as a failure the plan reports like an unresolvable model: nothing new
     rolls out and whatever serves keeps serving. Retrying cannot help; changing the spec or the list can."""
     if image_allowed(image, patterns):
@@ -28,4 +28,4 @@ def image_refusal(image: str, patterns: tuple[str, ...]) -> ResolveFailure | Non
         f"runtime image {image!r} is not allowed: the operator runs only images matching {', '.join(patterns)} "
         "(set by MODELPILOT_ALLOWED_IMAGES, Helm value allowedRuntimeImages)"
     )
-    return ResolveFailure(IMAGE_NOT_ALLOWED, message, retryable=False)
+    return Resolution.failed(IMAGE_NOT_ALLOWED, message, retryable=False)

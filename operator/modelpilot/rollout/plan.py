@@ -1,4 +1,4 @@
-"""The reconcile decision, pure: (spec, status, observations) -> (new status, which version to serve).
+"""The reconcile decision, pure: (spec, status, observations) -> Plan(new status, what to apply).
 
 The shell gathers observations (the registry's answer, the live Deployment, why its new pods cannot start
 if they cannot), calls `plan`, then applies what it returns. Nothing here talks to a server, so every
@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..api.spec import ModelDeploymentSpec
 from ..api.status import ModelDeploymentStatus, ResolvedModel, StableTrackStatus
-from .conditions import set_condition
+from ..registry.resolution import Resolution
+from .conditions import get_condition, set_condition
 from .health import StartFailure
-
-
-@dataclass(frozen=True)
-class ResolveFailure:
-    """Why the spec's model reference did not resolve this time."""
-
-    reason: str
-    message: str
-    retryable: bool
-
 
 @dataclass(frozen=True)
 class TrackObservation:
@@ -35,7 +27,7 @@ class TrackObservation:
     available_replicas: int
     # Pods of any template, old ones included: a rollout is done only when no old pod is left.
     total_replicas: int
-    # The Deployment controller has seen the latest pod template (its observedGeneration caught up).
+    # The Deployment controller has observed the latest pod template (its observedGeneration caught up).
     current: bool
 
     @classmethod
@@ -68,8 +60,9 @@ class TrackObservation:
 class Observations:
     generation: int
     now: str
-    resolved: ResolvedModel | None = None
-    failure: ResolveFailure | None = None
+    # What the spec's reference came to this time; None when the registry was not asked (an owned object
+    # changed), and the resolution recorded in status is reused if it answers this generation.
+    resolution: Resolution | None = None
     stable: TrackObservation | None = None
     # Why the pods of the stable Deployment's current template cannot start (rollout/health.py).
     start_failure: StartFailure | None = None
@@ -77,6 +70,8 @@ class Observations:
     ready_versions: tuple[str, ...] = ()
     # Pods of another version still on the stable track, stopping ones included.
     lingering_pods: int = 0
+    # An autoscaler of ours exists.
+    autoscaler: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,23 +79,47 @@ class Plan:
     status: ModelDeploymentStatus
     # The version the stable Deployment must run; None leaves whatever serves untouched.
     serve: ResolvedModel | None
+    # Delete the autoscaler: the spec no longer asks for one. Only ever with `serve`.
+    remove_autoscaler: bool = False
 
 
-def plan(status: ModelDeploymentStatus, seen: Observations) -> Plan:
-    if seen.failure is not None:
-        return _plan_failure(status, seen)
-    assert seen.resolved is not None, "observations carry either a resolved model or a failure"
-    return _plan_resolved(status, seen, seen.resolved)
+def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observed: Observations) -> Plan | None:
+    """What to do, or None when there is nothing to decide: the body is older than a spec already handled,
+    or no resolution answers this generation yet (a reconcile that asks the registry will follow)."""
+    if observed.generation < (status.observed_generation or 0):
+        return None
+    resolution = observed.resolution
+    if resolution is None:
+        if not resolved_for(status, observed.generation):
+            return None
+        resolution = Resolution(model=status.model)
+    if resolution.model is None:
+        return _plan_failure(status, observed, resolution)
+    decision = _plan_resolved(status, observed, resolution.model)
+    remove = observed.autoscaler and spec is not None and spec.autoscaling is None
+    return Plan(status=decision.status, serve=decision.serve, remove_autoscaler=remove)
 
 
-def _base(status: ModelDeploymentStatus, seen: Observations) -> ModelDeploymentStatus:
-    stable = seen.stable
+def resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
+    """The status records what this generation's reference resolved to (not a last good version kept
+    while this generation's reference fails to resolve)."""
+    resolved = get_condition(status.conditions, "ModelResolved")
+    return (
+        status.model is not None
+        and status.observed_generation == generation
+        and resolved is not None
+        and resolved.status == "True"
+    )
+
+
+def _base(status: ModelDeploymentStatus, observed: Observations) -> ModelDeploymentStatus:
+    stable = observed.stable
     new = status.model_copy(deep=True)
-    new.observed_generation = seen.generation
+    new.observed_generation = observed.generation
     if stable is not None and stable.version is not None:
         # The template's version serves everywhere only once its rollout is done; until then the last
         # version that got there is what status names, and the new one is the one being rolled out.
-        done = stable.rolled_out and seen.lingering_pods == 0
+        done = stable.rolled_out and observed.lingering_pods == 0
         last_good = status.stable.version if status.stable is not None else None
         new.stable = StableTrackStatus(
             version=stable.version if done else last_good,
@@ -118,10 +137,10 @@ def _base(status: ModelDeploymentStatus, seen: Observations) -> ModelDeploymentS
 _OUTAGES = {"RegistryUnreachable"}
 
 
-def _plan_failure(status: ModelDeploymentStatus, seen: Observations) -> Plan:
-    failure, stable = seen.failure, seen.stable
-    new = _base(status, seen)
-    cond = _setter(new, seen)
+def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure: Resolution) -> Plan:
+    stable = observed.stable
+    new = _base(status, observed)
+    cond = _setter(new, observed)
     serving = stable is not None and stable.version is not None
     if serving and failure.reason in _OUTAGES:
         _report_outage(new, cond, stable, failure)
@@ -143,7 +162,7 @@ def _plan_failure(status: ModelDeploymentStatus, seen: Observations) -> Plan:
     return Plan(status=new, serve=None)
 
 
-def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, failure: ResolveFailure) -> None:
+def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, failure: Resolution) -> None:
     """A registry outage while a version serves: whether the reference still resolves is unknown, and what
     serves keeps serving, so the object stays Ready. A fleet of Ready models does not turn red for it."""
     summary = f"serving version {stable.version}; {failure.message}"
@@ -156,26 +175,26 @@ def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, f
     new.message = summary
 
 
-def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: ResolvedModel) -> Plan:
-    stable = seen.stable
-    new = _base(status, seen)
+def _plan_resolved(status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel) -> Plan:
+    stable = observed.stable
+    new = _base(status, observed)
     new.model = model
-    cond = _setter(new, seen)
+    cond = _setter(new, observed)
     via = f"alias {model.alias!r} -> " if model.alias else ""
     cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
     cond("Degraded", False, "Healthy", "")
     current = stable is not None and stable.version == model.version
-    if current and stable.rolled_out and seen.lingering_pods == 0:
+    if current and stable.rolled_out and observed.lingering_pods == 0:
         message = f"serving {model.name} version {model.version} on {stable.ready_replicas} ready replicas"
         cond("Progressing", False, "RolloutComplete", message)
         cond("Ready", True, "Serving", message)
         new.phase, new.message = "Ready", message
-    elif current and seen.start_failure is not None:
-        _report_stuck(new, cond, model, stable, seen)
+    elif current and observed.start_failure is not None:
+        _report_stuck(new, cond, model, stable, observed)
     else:
         progress = f"{stable.ready_replicas}/{stable.replicas} replicas ready" if stable else "creating its Deployment"
         if current and stable.rolled_out:
-            progress = f"waiting for {seen.lingering_pods} pods of the previous version to stop"
+            progress = f"waiting for {observed.lingering_pods} pods of the previous version to stop"
         message = f"rolling out {model.name} version {model.version}: {progress}"
         cond("Progressing", True, "RollingOut", message)
         cond("Ready", False, "ReplicasNotReady", message)
@@ -184,11 +203,11 @@ def _plan_resolved(status: ModelDeploymentStatus, seen: Observations, model: Res
 
 
 def _report_stuck(
-    new: ModelDeploymentStatus, cond, model: ResolvedModel, stable: TrackObservation, seen: Observations
+    new: ModelDeploymentStatus, cond, model: ResolvedModel, stable: TrackObservation, observed: Observations
 ) -> None:
     """The new version's pods cannot start: Degraded while anything still serves, Failed otherwise."""
-    failure = seen.start_failure
-    older = [v for v in seen.ready_versions if v != model.version]
+    failure = observed.start_failure
+    older = [v for v in observed.ready_versions if v != model.version]
     if older:
         serving = f"still serving version {', '.join(older)}"
     elif stable.ready_replicas > 0:
@@ -208,25 +227,26 @@ def _report_stuck(
     new.message = summary
 
 
-def apply_failed(status: ModelDeploymentStatus, seen: Observations, message: str) -> ModelDeploymentStatus:
-    """The status after the API server refused to apply what the plan decided (403, 422, ...): it says so,
-    instead of "creating its Deployment" forever. Whatever served before still serves."""
+def apply_failed(status: ModelDeploymentStatus, observed: Observations, reason: str, message: str) -> ModelDeploymentStatus:
+    """The status after the plan's objects could not be applied: the API server refused (403, 422, ...), or
+    an object of that name belongs to someone else. It says so, instead of "creating its Deployment"
+    forever. Whatever served before still serves."""
     new = status.model_copy(deep=True)
-    cond = _setter(new, seen)
-    cond("Progressing", False, "ApplyFailed", message)
-    if seen.stable is not None and seen.stable.ready_replicas > 0:
-        cond("Degraded", True, "ApplyFailed", message)
+    cond = _setter(new, observed)
+    cond("Progressing", False, reason, message)
+    if observed.stable is not None and observed.stable.ready_replicas > 0:
+        cond("Degraded", True, reason, message)
         new.phase = "Degraded"
     else:
         cond("Degraded", False, "NothingServing", "no version serves")
-        cond("Ready", False, "ApplyFailed", message)
+        cond("Ready", False, reason, message)
         new.phase = "Failed"
     new.message = message
     return new
 
 
-def _setter(status: ModelDeploymentStatus, seen: Observations):
+def _setter(status: ModelDeploymentStatus, observed: Observations):
     def cond(type_: str, value: bool | None, reason: str, message: str) -> None:
-        status.conditions = set_condition(status.conditions, type_, value, reason, message, seen.now, seen.generation)
+        status.conditions = set_condition(status.conditions, type_, value, reason, message, observed.now, observed.generation)
 
     return cond

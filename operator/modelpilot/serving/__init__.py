@@ -9,5 +9,8 @@ Entry points:
   input profile that drift is measured against.
 """
 
+# The runtime image's own version, apart from the operator's: an operator upgrade restarts no model. Bumped
+# when what runs in a model's pod changes; every ModelDeployment on the default image then rolls to it.
+RUNTIME_VERSION = "0.1.0"
 MODEL_DIR = "/var/lib/modelpilot/model"
 MANIFEST_FILE = ".modelpilot-manifest.json"

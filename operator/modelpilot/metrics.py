@@ -1,0 +1,18 @@
+"""The operator's own Prometheus metrics (the model server's are in serving/metrics.py)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, start_http_server
+
+RECONCILES = Counter(
+    "modelpilot_reconciles_total",
+    "Reconciles of ModelDeployments started, by what triggered them: a spec change, the periodic resync, "
+    "or a change of an owned object or pod.",
+    ["trigger"],
+)
+
+
+def serve(address: str) -> None:
+    """Serve /metrics on `address` ("host:port") from a background thread."""
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "0.0.0.0")
