@@ -123,21 +123,25 @@ class Reconciler:
             if resolve or not resolved_for(recorded, generation):
                 # Outside the lock: an owned object's event need not wait for the registry.
                 resolution = await self._resolve(meta["namespace"], spec)
-        async with memory.lock:
-            if memory.gone:
-                return None
-            status = memory.status or _parse_status(body.get("status"))
-            resolution = memory.newest(generation, resolution)
-            screened = _screen_image(spec, resolution, self.settings)
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(
-                self._kube, _converge, body, spec, status, screened, self.settings, cluster
-            )
-            if outcome is not None:
-                memory.status = outcome.status
-                if resolution is not None:
-                    memory.resolution, memory.generation = resolution, generation
-            return outcome
+        try:
+            async with memory.lock:
+                if memory.gone:
+                    return None
+                status = memory.status or _parse_status(body.get("status"))
+                resolution = memory.newest(generation, resolution)
+                screened = _screen_image(spec, resolution, self.settings)
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(
+                    self._kube, _converge, body, spec, status, screened, self.settings, cluster
+                )
+                if outcome is not None:
+                    memory.status = outcome.status
+                    if resolution is not None:
+                        memory.resolution, memory.generation = resolution, generation
+                return outcome
+        finally:
+            if memory.gone and self._memory.get(uid) is memory and not memory.lock.locked():
+                del self._memory[uid]
 
     async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> Resolution:
         credentials = None
