@@ -2,11 +2,15 @@
 
 A plain REST client rather than `MlflowClient`: MLflow's client takes credentials from process-wide
 environment variables, while each ModelDeployment may name its own server and Secret. Calls are
-synchronous with a hard timeout; callers run them off the event loop.
+async, and each resolution has a hard total deadline: httpx's timeouts bound each read, so a server
+trickling its answer a byte at a time would otherwise hold the call forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -57,40 +61,59 @@ class Credentials:
         return f"Credentials(token={'***' if self.token else None}, username={self.username!r})"
 
 
+@asynccontextmanager
+async def deadline(tracking_uri: str, seconds: float) -> AsyncIterator[None]:
+    """Cancels what runs inside once `seconds` have passed, and says the registry did not answer."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise RegistryUnreachable(f"MLflow at {tracking_uri} did not answer within {seconds:g} s") from None
+
+
 class MlflowRegistry:
     """One tracking server's Model Registry."""
 
     def __init__(self, tracking_uri: str, credentials: Credentials | None = None, timeout: float = 10.0):
         credentials = credentials or Credentials()
         self.tracking_uri = tracking_uri.rstrip("/")
-        self._http = httpx.Client(
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
             base_url=f"{self.tracking_uri}/api/2.0/mlflow/",
             auth=credentials.auth(),
             headers=credentials.headers(),
-            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            # Only connect gets its own bound: resolve's total deadline covers everything else.
+            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
         )
 
-    def close(self) -> None:
-        self._http.close()
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
-    def __enter__(self) -> MlflowRegistry:
+    async def __aenter__(self) -> MlflowRegistry:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
-    def resolve(self, ref: ModelRef) -> ResolvedModel:
-        """The concrete version a reference names, or a RegistryError saying why there is none."""
+    async def resolve(self, ref: ModelRef) -> ResolvedModel:
+        """The concrete version a reference names, or a RegistryError saying why there is none.
+
+        Takes at most `timeout` seconds in all; past that the request is cancelled and its connection closed.
+        """
+        async with deadline(self.tracking_uri, self._timeout):
+            return await self._resolve(ref)
+
+    async def _resolve(self, ref: ModelRef) -> ResolvedModel:
         if ref.alias is not None:
             # MLflow answers a missing alias with 400 INVALID_PARAMETER_VALUE rather than 404.
-            found = self._get("registered-models/alias", {"name": ref.name, "alias": ref.alias}, "INVALID_PARAMETER_VALUE")
+            found = await self._get("registered-models/alias", {"name": ref.name, "alias": ref.alias}, "INVALID_PARAMETER_VALUE")
             if found is None:
-                self._require_model(ref.name)
+                await self._require_model(ref.name)
                 raise AliasNotFound(f"registered model {ref.name!r} has no alias {ref.alias!r}")
         else:
-            found = self._get("model-versions/get", {"name": ref.name, "version": ref.version})
+            found = await self._get("model-versions/get", {"name": ref.name, "version": ref.version})
             if found is None:
-                self._require_model(ref.name)
+                await self._require_model(ref.name)
                 raise VersionNotFound(f"registered model {ref.name!r} has no version {ref.version}")
         version = found["model_version"]
         status = version.get("status", "READY")
@@ -104,14 +127,14 @@ class MlflowRegistry:
             source=version.get("source", ""),
         )
 
-    def _require_model(self, name: str) -> None:
-        if self._get("registered-models/get", {"name": name}) is None:
+    async def _require_model(self, name: str) -> None:
+        if await self._get("registered-models/get", {"name": name}) is None:
             raise ModelNotFound(f"no registered model named {name!r} in {self.tracking_uri}")
 
-    def _get(self, path: str, params: dict[str, str | None], missing_code: str = "RESOURCE_DOES_NOT_EXIST") -> dict | None:
+    async def _get(self, path: str, params: dict[str, str | None], missing_code: str = "RESOURCE_DOES_NOT_EXIST") -> dict | None:
         """The JSON body, or None when MLflow says the resource does not exist."""
         try:
-            response = self._http.get(path, params=params)
+            response = await self._http.get(path, params=params)
         except httpx.TransportError as exc:
             raise RegistryUnreachable(f"cannot reach MLflow at {self.tracking_uri}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (401, 403):

@@ -1,9 +1,9 @@
-"""Shared, cached and coalesced resolution of model references, off the event loop.
+"""Shared, cached and coalesced resolution of model references, with a hard deadline on each ask.
 
 Many ModelDeployments often name the same model on the same server (one per region, tenant or
 namespace). Each distinct (server, credentials, reference) is asked once per `ttl` however many
-ModelDeployments name it, and concurrent askers share one request. Calls run in a bounded pool of their
-own, so a slow registry never holds the workers that apply objects and report status.
+ModelDeployments name it, and concurrent askers share one request. At most `concurrency` asks run at
+once, and each gives up after `timeout` seconds, so a slow registry never piles up requests.
 """
 
 from __future__ import annotations
@@ -11,21 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from ..api.spec import ModelRef
-from ..api.status import ResolvedModel
 from .errors import RegistryError
-from .mlflow import Credentials, MlflowRegistry
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """A resolved model, or the registry error that stood in the way."""
-
-    model: ResolvedModel | None = None
-    error: RegistryError | None = None
+from .mlflow import Credentials, MlflowRegistry, deadline
+from .resolution import Resolution, next_ask
 
 
 def _key(tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> tuple:
@@ -35,12 +25,12 @@ def _key(tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> t
 
 
 class Resolver:
-    def __init__(self, workers: int, ttl_seconds: float, timeout_seconds: float):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="registry")
+    def __init__(self, concurrency: int, ttl_seconds: float, timeout_seconds: float):
+        self._slots = asyncio.Semaphore(concurrency)
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
         self._cache: dict[tuple, tuple[float, Resolution]] = {}
-        self._in_flight: dict[tuple, asyncio.Future] = {}
+        self._in_flight: dict[tuple, asyncio.Task[Resolution]] = {}
         self._next_sweep = 0.0
 
     async def resolve(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> Resolution:
@@ -50,14 +40,13 @@ class Resolver:
             return cached[1]
         pending = self._in_flight.get(key)
         if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(self._pool, self._ask, tracking_uri, credentials, ref)
+            pending = asyncio.create_task(self._ask(tracking_uri, credentials, ref, next_ask()))
             self._in_flight[key] = pending
             pending.add_done_callback(lambda done: self._settle(key, done))
         # shield: one caller being cancelled must not cancel the request the others wait on.
         return await asyncio.shield(pending)
 
-    def _settle(self, key: tuple, done: asyncio.Future) -> None:
+    def _settle(self, key: tuple, done: asyncio.Task[Resolution]) -> None:
         self._in_flight.pop(key, None)
         if not done.cancelled() and done.exception() is None:
             self._cache[key] = (time.monotonic() + self._ttl, done.result())
@@ -71,12 +60,12 @@ class Resolver:
         for key in [k for k, (expires, _) in self._cache.items() if expires <= now]:
             del self._cache[key]
 
-    def _ask(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> Resolution:
-        try:
-            with MlflowRegistry(tracking_uri, credentials, self._timeout) as registry:
-                return Resolution(model=registry.resolve(ref))
-        except RegistryError as exc:
-            return Resolution(error=exc)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def _ask(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef, asked: int) -> Resolution:
+        async with self._slots:
+            try:
+                # Around the client's lifetime too, so that no ask holds its slot past the deadline.
+                async with deadline(tracking_uri.rstrip("/"), self._timeout):
+                    async with MlflowRegistry(tracking_uri, credentials, self._timeout) as registry:
+                        return Resolution(model=await registry.resolve(ref), asked=asked)
+            except RegistryError as exc:
+                return Resolution.of_error(exc, asked)

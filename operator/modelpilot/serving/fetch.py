@@ -188,13 +188,19 @@ def fetch(
 
 
 def _resolve(ref: ModelReference, tracking_uri: str, env: dict[str, str]):
+    import asyncio
+
     from ..api.spec import ModelRef
     from ..registry.mlflow import Credentials, MlflowRegistry
 
     model_ref = ModelRef.model_validate({"name": ref.name, "version": ref.version, "alias": ref.alias})
+
+    async def resolve():
+        async with MlflowRegistry(tracking_uri, Credentials.from_secret_data(env)) as registry:
+            return await registry.resolve(model_ref)
+
     try:
-        with MlflowRegistry(tracking_uri, Credentials.from_secret_data(env)) as registry:
-            return registry.resolve(model_ref)
+        return asyncio.run(resolve())
     except (registry_errors.ModelNotFound, registry_errors.VersionNotFound, registry_errors.AliasNotFound) as exc:
         raise NotFound(str(exc)) from exc
     except registry_errors.CredentialsRefused as exc:
