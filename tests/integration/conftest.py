@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cluster.launcher import default_bin_dir
@@ -55,30 +58,66 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
     kubectl("create", "namespace", OPERATOR_NAMESPACE)
     kubectl("apply", "-f", "-", input=rbac, check=True)
     kubeconfig = kube_cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "modelpilot")
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "MODELPILOT_RESOLVE_INTERVAL": "3",
         # Long enough that a hung registry stays hung while the test watches the others go on.
-        "MODELPILOT_REGISTRY_TIMEOUT": "90",
+        "MODELPILOT_REGISTRY_TIMEOUT": "20",
     }
-    proc = start_process([sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{port}/healthz"], env, log_path)
-    handle = OperatorProcess(proc, log_path)
+    handle = OperatorProcess(env, tmp_path_factory.mktemp("operator"))
     try:
-        wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc, log_path, timeout=60)
+        handle.start()
         yield handle
     finally:
-        stop_process(proc, timeout=20)
+        handle.stop()
 
 
 class OperatorProcess:
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
-        self.proc, self.log_path = proc, log_path
+    """The operator as a real process that a test may also kill and start again."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.starts = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        health, metrics = free_port(), free_port()
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+        self.proc = start_process(
+            [sys.executable, "-m", "modelpilot", f"--liveness=http://127.0.0.1:{health}/healthz",
+             f"--metrics=127.0.0.1:{metrics}"],
+            self.env, self.log_path,
+        )  # fmt: skip
+        wait_http_ok(f"http://127.0.0.1:{health}/healthz", self.proc, self.log_path, timeout=60)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handler runs, as when a node dies under the operator."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
+
+    def reconciles(self, trigger: str) -> float:
+        """How many reconciles the operator has started for `trigger` (its modelpilot_reconciles_total)."""
+        text = httpx.get(self.metrics_url, timeout=10).text
+        pattern = rf'^modelpilot_reconciles_total{{trigger="{trigger}"}} (\S+)$'
+        found = re.search(pattern, text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        """Everything every run of the operator has logged."""
+        return "".join((self.log_dir / f"operator-{n}.log").read_text(errors="replace") for n in range(1, self.starts + 1))
 
 
 @pytest.fixture

@@ -5,34 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from typing import Callable, TypeVar
 
 import pytest
 from kubernetes import client, config
 
 from tests.cluster import launcher
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
-
 LOCAL = not os.environ.get("MODELPILOT_KUBECONFIG")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
-    """Polls ``probe`` until it returns something truthy; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    last = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last observed: {last!r}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
 
 
 def restricted_container(name: str = "app") -> dict:
@@ -79,7 +61,7 @@ def test_deployment_pods_become_ready_through_kwok(kube_api, namespace):
         status = apps.read_namespaced_deployment_status("web", namespace).status
         return status if status.available_replicas == 2 and status.ready_replicas == 2 else None
 
-    eventually(available, what="Deployment web to report 2 available replicas")
+    wait_for(available, "Deployment web to report 2 available replicas", timeout=60)
 
     pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert len(pods) == 2
@@ -175,7 +157,7 @@ def test_rbac_refuses_a_service_account_until_granted(kube_cluster, kube_api, na
                     raise
                 return False
 
-        eventually(can_list, timeout=30, what="the RoleBinding to take effect")
+        wait_for(can_list, "the RoleBinding to take effect", timeout=30)
         # Granted pods in its namespace, nothing else.
         with pytest.raises(client.ApiException) as still_refused:
             as_reader.list_namespaced_secret(namespace)
@@ -228,7 +210,7 @@ def test_pods_without_the_kwok_toleration_never_land_on_kwok_nodes(kube_api, nam
         scheduled = conditions.get("PodScheduled")
         return scheduled if scheduled and scheduled.status == "False" else None
 
-    scheduled = eventually(unschedulable, what="the scheduler to refuse the pod")
+    scheduled = wait_for(unschedulable, "the scheduler to refuse the pod", timeout=60)
     assert scheduled.reason == "Unschedulable"
     assert "untolerated taint" in scheduled.message
 

@@ -7,9 +7,12 @@ the Helm chart's RBAC, in namespaces that enforce Pod Security "restricted".
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import secrets
+import socket
+import threading
 import time
 
 import pytest
@@ -179,9 +182,12 @@ def test_hand_edits_are_put_back_and_no_op_reconciles_write_nothing(
     # namespace controller deleted under a ModelDeployment that still exists, and the apiserver refuses.
     wait_for(lambda: not _terminating_namespaces(kubectl), "earlier tests' namespaces to be gone", timeout=180)
     before = wait_for(lambda: _settled_write_count(kubectl), "API server writes to settle", timeout=60)
+    reconciled_before = operator.reconciles("resync")
     time.sleep(12)  # an observation window of four reconcile intervals, not a speed assertion
     after = _write_count(kubectl)
     assert after == before, f"no-op reconciles sent {after - before} writes\n{operator.tail()}"
+    # The window saw reconciles that wrote nothing, not a resync loop that stopped.
+    assert operator.reconciles("resync") - reconciled_before >= 2, operator.tail()
 
 
 # The operator writes with server-side apply and status merge patches. DELETE is left out: namespaces of
@@ -272,6 +278,46 @@ def test_turning_autoscaling_on_hands_replicas_over_without_losing_capacity(
         handed_over()
         time.sleep(1)
     assert all(replicas == 3 and ready == 3 for replicas, ready in seen), seen
+
+    # Autoscaling off again: the HPA goes, and the spec's count is applied and owned by the operator again.
+    kubectl("apply", "-f", "-", input=manifest(ns, "hpa", mlflow.uri, model, replicas=2), check=True)
+
+    def taken_back():
+        dep = get(kubectl, "deployment", "hpa", "-n", ns, "--show-managed-fields")
+        gone = get(kubectl, "hpa", "hpa", "-n", ns) is None
+        return gone and dep["spec"]["replicas"] == 2 and _owns_replicas(dep, "modelpilot.io")
+
+    wait_for(taken_back, "the HPA to be deleted and replicas: 2 applied", timeout=60)
+    wait_phase(kubectl, operator, ns, "hpa", "Ready", readyReplicas=2)
+
+
+def test_an_object_of_the_same_name_that_is_not_ours_is_left_alone(
+    kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    # A user's own Service that happens to have the name the ModelDeployment renders.
+    kubectl("create", "service", "clusterip", "taken", "--tcp=80:8080", "-n", ns, check=True)
+    theirs = get(kubectl, "service", "taken", "-n", ns)
+    kubectl("apply", "-f", "-", input=manifest(ns, "taken", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
+    st = wait_phase(kubectl, operator, ns, "taken", "Failed")
+    progressing = condition(st, "Progressing")
+    assert progressing["reason"] == "NotOwned"
+    assert f"Service {ns}/taken exists and was not made by this ModelDeployment" in progressing["message"]
+    wait_for(
+        lambda: [e for e in events(kubectl, ns, "taken") if e["reason"] == "NotOwned" and e["type"] == "Warning"],
+        "a NotOwned Event",
+    )
+    # Nothing was touched: their Service keeps its selector and gains no owner; no Deployment was made.
+    time.sleep(6)  # two resync intervals, in which a takeover would show
+    now = get(kubectl, "service", "taken", "-n", ns)
+    assert now["spec"]["selector"] == theirs["spec"]["selector"] == {"app": "taken"}
+    assert not now["metadata"].get("ownerReferences")
+    assert now["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+    assert get(kubectl, "deployment", "taken", "-n", ns) is None
+
+    # Once the name is free, the ModelDeployment goes ahead on its own.
+    kubectl("delete", "service", "taken", "-n", ns, check=True)
+    wait_phase(kubectl, operator, ns, "taken", "Ready")
 
 
 def test_an_apply_the_api_server_refuses_is_reported(kubectl, operator, mlflow, registered_model, restricted_namespace):
@@ -388,7 +434,7 @@ def test_secrets_never_reach_status_events_logs_pod_specs_or_metrics(
     places = {
         "status": kubectl("get", "mdep", "-n", ns, "-o", "json", check=True).stdout,
         "events": kubectl("get", "events", "-n", ns, "-o", "json", check=True).stdout,
-        "operator log": operator.log_path.read_text(errors="replace"),
+        "operator log": operator.log_text(),
         "pod specs": kubectl("get", "pods,replicasets,deployments", "-n", ns, "-o", "json", check=True).stdout,
         "metrics": kubectl("get", "--raw", "/metrics", check=True).stdout,
         "the refusal": refusal.stdout + refusal.stderr,
@@ -518,51 +564,75 @@ def test_name_too_long_for_owned_objects_is_rejected(kubectl, crds, namespace):
     assert result.returncode != 0 and "at most 56 characters" in result.stderr
 
 
-class _BlackHole:
-    """A TCP server that accepts connections and answers nothing until released: a hung MLflow."""
+class _Trickle:
+    """A TCP server that answers every request one byte per second, forever: a per-read timeout never fires."""
 
     def __init__(self):
-        import socket
-        import threading
-
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.uri = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.accepted = threading.Event()
         self.released = threading.Event()
-        self.connections = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _serve(self):
+    def _accept(self):
         while not self.released.is_set():
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections.append(conn)
             self.accepted.set()
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def _trickle(self, conn: socket.socket):
+        with self._lock:
+            self._open.add(conn)
+        try:
+            conn.recv(65536)
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: "):
+                if self.released.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                time.sleep(1)
+        except OSError:
+            return  # the client gave up and closed the connection
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
 
     def release(self):
         self.released.set()
-        for conn in self.connections:
-            conn.close()
         self.sock.close()
 
 
-def test_a_hung_registry_does_not_stall_other_modeldeployments(
-    kubectl, operator, mlflow, registered_model, restricted_namespace
-):
+def test_a_hung_registry_does_not_stall_other_modeldeployments(kubectl, operator, mlflow, restricted_namespace):
     ns = restricted_namespace
-    hung = _BlackHole()
+    name = "beside-a-hung-registry"
+    v1 = register_sklearn_model(mlflow, name, alias="champion", seed=5)
+    v2 = register_sklearn_model(mlflow, name, seed=6)
+    hung = _Trickle()
     try:
-        kubectl("apply", "-f", "-", input=manifest(ns, "stuck", hung.uri, {"name": registered_model, "version": "1"}), check=True)
+        kubectl("apply", "-f", "-", input=manifest(ns, "stuck", hung.uri, {"name": name, "version": "1"}), check=True)
         assert hung.accepted.wait(60), "the operator never called the hung registry"
-        kubectl("apply", "-f", "-", input=manifest(ns, "free", mlflow.uri, {"name": registered_model, "version": "1"}), check=True)
-        wait_phase(kubectl, operator, ns, "free", "Ready")
-        # The hung call is still outstanding: the other ModelDeployment went through beside it.
-        assert not hung.released.is_set() and condition(status(kubectl, ns, "stuck"), "ModelResolved") == {}
+        kubectl("apply", "-f", "-", input=manifest(ns, "free", mlflow.uri, {"name": name, "alias": "champion"}), check=True)
+        wait_phase(kubectl, operator, ns, "free", "Ready", model__version=v1)
+        set_alias(mlflow, name, "champion", v2)
+        wait_phase(kubectl, operator, ns, "free", "Ready", model__version=v2, stable__version=v2)
+        # The other one followed its alias while an ask of the hung registry was still being answered.
+        assert hung.open > 0
+        # The hung ask ends at the registry deadline (20 s in these tests), and says so.
+        st = wait_phase(kubectl, operator, ns, "stuck", "Pending", timeout=90)
+        resolved = condition(st, "ModelResolved")
+        assert resolved["reason"] == "RegistryUnreachable"
+        assert resolved["message"] == f"MLflow at {hung.uri} did not answer within 20 s"
     finally:
         hung.release()
-    st = wait_phase(kubectl, operator, ns, "stuck", "Pending")
-    assert condition(st, "ModelResolved")["reason"] == "RegistryUnreachable"

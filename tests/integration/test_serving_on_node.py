@@ -117,3 +117,38 @@ def test_a_server_that_cannot_start_is_reported_and_the_old_pods_keep_serving(ku
         wait_status(kubectl, operator, ns, "fraud", serving("2"), "fraud Ready again once the spec is fixed")
     assert load.answers and load.failures() == [], f"requests failed while the new pods crashed: {load.failures()[:5]}"
     assert {a.version for a in load.answers} == {"2"}
+
+
+def test_an_operator_killed_mid_rollout_resumes_it_without_a_failed_request(
+    kubectl, operator, mlflow, images, node_model, pod_mlflow_uri, restricted_namespace
+):
+    ns = restricted_namespace
+    apply_model(kubectl, ns, "resumed", pod_mlflow_uri, {"name": node_model, "version": "1"})
+    wait_status(kubectl, operator, ns, "resumed", serving("1"), "resumed Ready on version 1")
+    url = f"http://{cluster_ip(kubectl, ns, 'resumed')}/invocations"
+    post_once_routed(url, {"inputs": ROWS})
+    with Load(url, {"inputs": ROWS}) as load:
+        wait_for(lambda: len(load.answers) >= 20, "traffic to flow before the version changes", timeout=30)
+        apply_model(kubectl, ns, "resumed", pod_mlflow_uri, {"name": node_model, "version": "2"})
+        in_flight = wait_status(
+            kubectl, operator, ns, "resumed",
+            lambda st: (st.get("stable") or {}).get("updatingTo") == "2" and st.get("phase") == "Progressing",
+            "the rollout to version 2 under way", timeout=60,
+        )  # fmt: skip
+        assert in_flight["stable"]["version"] == "1"  # what serves until the rollout completes
+        operator.kill()
+        try:
+            generation = get(kubectl, "deployment", "resumed", "-n", ns)["metadata"]["generation"]
+        finally:
+            operator.start()
+        final = wait_status(kubectl, operator, ns, "resumed", serving("2"), "resumed Ready on version 2")
+        completed = time.monotonic()
+        wait_for(lambda: sum(a.sent > completed for a in load.answers) >= 20, "traffic after the rollout", timeout=60)
+    assert load.failures() == [], f"{len(load.failures())} of {len(load.answers)} requests failed: {load.failures()[:5]}"
+    assert final["stable"]["version"] == "2" and "updatingTo" not in final["stable"]
+    # The restarted operator carried on with the same rollout: no new template, no third ReplicaSet.
+    assert get(kubectl, "deployment", "resumed", "-n", ns)["metadata"]["generation"] == generation
+    replica_sets = get(kubectl, "replicasets", "-n", ns, "-l", "modelpilot.io/deployment=resumed")["items"]
+    versions = sorted(rs["spec"]["template"]["metadata"]["labels"]["modelpilot.io/model-version"] for rs in replica_sets)
+    assert versions == ["1", "2"]
+    assert {a.version for a in load.answers if a.sent > completed} == {"2"}
