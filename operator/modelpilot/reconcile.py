@@ -259,11 +259,19 @@ def _live(desired: dict, cluster: Lookup) -> dict | None:
 def _write_status(owner: Owner, before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
     before_wire, after_wire = before.to_wire(), after.to_wire()
     if after_wire != before_wire:
-        # A merge patch keeps keys it is not told about: clear the ones that went away.
-        patch = {**{k: None for k in before_wire if k not in after_wire}, **after_wire}
-        objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, patch)
+        objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, _clearing(before_wire, after_wire))
     for notice in notices(before.conditions, after.conditions):
         post_event(owner.involved(), notice.warning, notice.reason, notice.message)
+
+
+def _clearing(before: dict, after: dict) -> dict:
+    """`after` as a merge patch over `before`: a merge patch keeps every key it does not mention, at any
+    depth, so each key that went away (say stable.updatingTo once a rollout completes) is sent as null."""
+    patch = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        patch[key] = _clearing(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+    return patch
 
 
 def _parse_status(raw: dict | None) -> ModelDeploymentStatus:

@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modelpilot import reconcile
-from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
+from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from modelpilot.kube import objects
 from modelpilot.registry.resolution import Resolution
 from modelpilot.render.labels import LABEL_MODEL_VERSION
@@ -219,9 +219,14 @@ def test_status_keys_that_went_away_are_cleared(monkeypatch):
     patches = []
     monkeypatch.setattr(objects, "patch_status", lambda api_version, kind, ns, name, patch: patches.append(patch))
     monkeypatch.setattr(reconcile, "post_event", lambda *args: None)
-    before = ModelDeploymentStatus(phase="Degraded", message="still serving version 1", model=V1)
-    after = ModelDeploymentStatus(phase="Pending")
+    track = {"deployment": "m", "replicas": 1, "ready_replicas": 1}
+    before = ModelDeploymentStatus(
+        phase="Progressing", model=V1, stable=StableTrackStatus(version="1", updating_to="2", **track)
+    )
+    after = ModelDeploymentStatus(phase="Pending", stable=StableTrackStatus(version="2", **track))
     reconcile._write_status(Owner("m", "ns", "u1"), before, after)
     (patch,) = patches
-    assert patch["phase"] == "Pending"
-    assert "model" in patch and patch["model"] is None  # a merge patch deletes a key set to null
+    assert patch["phase"] == "Pending" and patch["stable"]["version"] == "2"
+    # A merge patch deletes a key set to null, and keeps one it does not mention, nested ones included.
+    assert "model" in patch and patch["model"] is None
+    assert "updatingTo" in patch["stable"] and patch["stable"]["updatingTo"] is None
