@@ -1,10 +1,11 @@
 """The Reconciler's own rules, with the API server and the registry stood in for: one reconcile at a time per
-object, stale bodies dropped, answers asked later win, nothing remembered of a deleted object, and status
-keys that went away cleared."""
+object, stale bodies dropped, answers asked later win, nothing remembered of a deleted object, status
+keys that went away cleared, and a refused apply reported instead of escaping."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -12,11 +13,13 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modelpilot import reconcile
+from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from modelpilot.kube import objects
 from modelpilot.registry.resolution import Resolution
 from modelpilot.render.labels import LABEL_MODEL_VERSION
 from modelpilot.render.owner import Owner
+from modelpilot.rollout.conditions import get_condition
 from modelpilot.settings import Settings
 
 V1 = ResolvedModel(name="m", version="1", source="s", alias="champion")
@@ -40,13 +43,18 @@ class NothingLive:
 
 @pytest.fixture
 def api(monkeypatch):
-    """Stands in for the API server: no object exists, every apply and status patch is recorded."""
-    written = {"applied": [], "status": []}
+    """Stands in for the API server: no object exists, every apply, status patch and Event is recorded, and
+    applies are refused with a 422 when the test sets `refuse`."""
+    written = {"applied": [], "status": [], "events": [], "refuse": False}
     lock = threading.Lock()
 
     def call(method, url, body=None, query=None, content_type=None):
         if method == "GET":
             raise ApiException(status=404, reason="Not Found")
+        if content_type == "application/apply-patch+yaml" and written["refuse"]:
+            exc = ApiException(status=422, reason="Unprocessable Entity")
+            exc.body = json.dumps({"message": 'Deployment.apps "m" is invalid: spec.template...cpu: quantities must match'})
+            raise exc
         with lock:
             if url.endswith("/status"):
                 written["status"].append(body["status"])
@@ -55,7 +63,7 @@ def api(monkeypatch):
         return {}
 
     monkeypatch.setattr(objects, "call", call)
-    monkeypatch.setattr(reconcile, "post_event", lambda *args: None)
+    monkeypatch.setattr(reconcile, "post_event", lambda involved, warning, reason, message: written["events"].append((warning, reason)))
     return written
 
 
@@ -230,3 +238,19 @@ def test_status_keys_that_went_away_are_cleared(monkeypatch):
     # A merge patch deletes a key set to null, and keeps one it does not mention, nested ones included.
     assert "model" in patch and patch["model"] is None
     assert "updatingTo" in patch["stable"] and patch["stable"]["updatingTo"] is None
+
+
+def test_a_refused_apply_is_reported_in_status_and_an_event_and_retried(api):
+    api["refuse"] = True
+    spec = ModelDeploymentSpec.model_validate(body()["spec"])
+    outcome = reconcile._converge(body(), spec, ModelDeploymentStatus(), Resolution(model=V1), Settings(), NothingLive())
+
+    status = outcome.status
+    progressing = get_condition(status.conditions, "Progressing")
+    assert (progressing.status, progressing.reason) == ("False", "ApplyFailed")
+    assert progressing.message.startswith("could not apply Deployment ns/m: HTTP 422: ")
+    assert "quantities must match" in progressing.message
+    assert status.phase == "Failed" and get_condition(status.conditions, "Ready").reason == "ApplyFailed"
+    assert api["status"] and api["status"][-1]["phase"] == "Failed"
+    assert (True, "ApplyFailed") in api["events"]
+    assert outcome.retry_because == progressing.message
