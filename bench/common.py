@@ -23,4 +23,4 @@ def install_crd(kubectl: list[str]) -> None:
 def start_operator(kubeconfig: Path, log_path: Path, **env: str) -> subprocess.Popen:
     """The operator, cluster-wide with the admin kubeconfig, its log in `log_path`; `env` adds settings."""
     environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **env}
-    return start_process([sys.executable, "-m", "modelpilot", "--liveness="], environment, log_path)
+    return start_process([sys.executable, "-m", "modelpilot", "--liveness=", "--metrics="], environment, log_path)

@@ -66,7 +66,7 @@ def main() -> int:
             log_path = cluster.workdir / "operator.log"
             say(f"starting the operator (log: {log_path})")
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "MODELPILOT_RESOLVE_INTERVAL": "10"}
-            operator = start_process([sys.executable, "-m", "modelpilot", "--liveness="], env, log_path)
+            operator = start_process([sys.executable, "-m", "modelpilot", "--liveness=", "--metrics="], env, log_path)
             try:
                 _apply_example(kubectl, cluster, mlflow)
                 _explain(cluster, mlflow, _wait_until_served(kubectl, cluster))
