@@ -18,14 +18,16 @@ from .api import GROUP, PLURAL, VERSION
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
 from .metrics import RECONCILES
-from .reconcile import Reconciler
+from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
 from .rollout import health
 from .settings import Settings
+from .wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 SETTINGS = Settings.from_env()
 RECONCILER = Reconciler(SETTINGS)
+WAKEUPS = Wakeups()
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 MD = (GROUP, VERSION, PLURAL)
 
@@ -109,8 +111,7 @@ class _Indexed:
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
 async def on_spec(body, retry, deployments, services, autoscalers, pods, **_):
-    RECONCILES.labels(trigger="spec").inc()
-    outcome = await RECONCILER.reconcile(_snapshot(body), _Indexed(deployments, services, autoscalers, pods))
+    outcome = await _reconcile("spec", _snapshot(body), _Indexed(deployments, services, autoscalers, pods))
     if outcome and outcome.retry_because is not None:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry_because, delay=min(300, 5 * 2 ** min(retry, 6)))
@@ -125,10 +126,27 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
     memo.resync = Resync(modeldeployments, cluster)
     memo.resync.task = asyncio.create_task(memo.resync.forever())
 
+    async def wake(key) -> None:
+        for body in modeldeployments.get(key, ()):
+            await _reconcile("timer", body, cluster, resolve=False)
+
+    memo.wakeups = asyncio.create_task(WAKEUPS.forever(wake))
+
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.resync.task.cancel()
+    memo.wakeups.cancel()
+
+
+async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool = True) -> Outcome | None:
+    """Every reconcile, whatever triggered it: counted, and woken again when its plan says so."""
+    RECONCILES.labels(trigger=trigger).inc()
+    outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve)
+    if outcome is not None and outcome.requeue_after is not None:
+        meta = body["metadata"]
+        WAKEUPS.at((meta["namespace"], meta["name"]), outcome.requeue_after)
+    return outcome
 
 
 class Resync:
@@ -154,8 +172,7 @@ class Resync:
         for uid, body in bodies.items():
             if uid in self.running:
                 continue
-            RECONCILES.labels(trigger="resync").inc()
-            task = asyncio.create_task(RECONCILER.reconcile(body, self.cluster))
+            task = asyncio.create_task(_reconcile("resync", body, self.cluster))
             self.running[uid] = task
             task.add_done_callback(lambda done, uid=uid, meta=body["metadata"]: self._done(uid, meta, done))
 
@@ -183,5 +200,4 @@ async def on_owned_event(namespace, labels, modeldeployments, deployments, servi
     back any hand edit of what we manage."""
     cluster = _Indexed(deployments, services, autoscalers, pods)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        RECONCILES.labels(trigger="owned").inc()
-        await RECONCILER.reconcile(owner, cluster, resolve=False)
+        await _reconcile("owned", owner, cluster, resolve=False)

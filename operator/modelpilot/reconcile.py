@@ -25,12 +25,13 @@ from .registry.mlflow import Credentials
 from .registry.resolution import Resolution
 from .registry.resolver import Resolver
 from .render import workload
-from .render.labels import LABEL_MODEL_VERSION, STABLE, track_name
+from .render.labels import CANARY, LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
 from .rollout import health
 from .rollout.conditions import notices
 from .rollout.images import image_refusal
-from .rollout.plan import Observations, Plan, TrackObservation, apply_failed, plan, resolved_for
+from .rollout.plan import Observations, Plan, apply_failed, plan, resolved_for
+from .rollout.tracks import TrackObservation
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class Outcome:
     status: ModelDeploymentStatus
     # Why to reconcile again with backoff (a failure that waiting may cure); None when nothing is pending.
     retry_because: str | None = None
+    # Seconds until the object must be reconciled again on its own (a timed canary pause ends).
+    requeue_after: float | None = None
 
 
 @dataclass
@@ -193,6 +196,7 @@ def _converge(
     meta = body["metadata"]
     owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
     live_stable = cluster.get("Deployment", owner.namespace, track_name(owner.name, STABLE))
+    live_canary = cluster.get("Deployment", owner.namespace, track_name(owner.name, CANARY))
     stable, pod_health = None, {}
     if live_stable is not None:
         stable = TrackObservation.from_deployment(live_stable, LABEL_MODEL_VERSION)
@@ -202,9 +206,12 @@ def _converge(
             "ready_versions": health.ready_versions(live_stable, pods, LABEL_MODEL_VERSION),
             "lingering_pods": health.lingering_pods(live_stable, pods, LABEL_MODEL_VERSION),
         }
+    moment = datetime.now(timezone.utc)
     observed = Observations(
         generation=meta.get("generation", 1),
-        now=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        now=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        clock=moment.timestamp(),
+        canary=TrackObservation.from_deployment(live_canary, LABEL_MODEL_VERSION) if live_canary is not None else None,
         resolution=resolution,
         stable=stable,
         autoscaler=cluster.get("HorizontalPodAutoscaler", owner.namespace, owner.name) is not None,
@@ -214,24 +221,30 @@ def _converge(
     if decision is None:
         return None
     retry_because = resolution.message if resolution is not None and resolution.retryable else None
-    if decision.serve is not None:
+    if decision.apply:
         try:
             _apply_workload(owner, spec, decision, settings, cluster)
         except objects.ApplyRefused as exc:
             # Reported, and retried with backoff: a missing permission, a webhook or a name taken by
             # someone else's object may be fixed later.
-            decision = Plan(status=apply_failed(decision.status, observed, exc.reason, str(exc)), serve=None)
+            failed = apply_failed(decision.status, observed, exc.reason, str(exc))
+            decision = Plan(status=failed, serve=None, apply=False, requeue_after=decision.requeue_after)
             retry_because = str(exc)
-    _write_status(owner, status, decision.status)
-    return Outcome(status=decision.status, retry_because=retry_because)
+    _write_status(owner, status, decision.status, decision.events)
+    return Outcome(status=decision.status, retry_because=retry_because, requeue_after=decision.requeue_after)
 
 
 def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, settings: Settings, cluster: Lookup) -> None:
     """Apply the plan's objects, or none at all when one of their names belongs to someone else."""
     desired = [
-        workload.deployment(owner, spec, decision.serve, settings.runtime_image, STABLE),
         workload.service(owner, spec),
+        *(workload.track_service(owner, spec, track) for track in workload.TRACKS),
     ]
+    if decision.serve is not None:
+        desired.insert(0, workload.deployment(owner, spec, decision.serve, settings.runtime_image, STABLE))
+    if decision.canary is not None:
+        canary = workload.deployment(owner, spec, decision.canary, settings.runtime_image, CANARY, decision.canary_replicas)
+        desired.append(canary)
     autoscaler = workload.autoscaler(owner, spec)
     if autoscaler is not None:
         desired.append(autoscaler)
@@ -242,6 +255,8 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
             raise objects.NotOwned(f"{problem}: rename or delete it, or rename the ModelDeployment; nothing was applied")
     if decision.remove_autoscaler:
         objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
+    if decision.remove_canary:
+        objects.delete("apps/v1", "Deployment", owner.namespace, track_name(owner.name, CANARY))
     for want, live in pairs:
         objects.apply(want, live)
 
@@ -256,12 +271,17 @@ def _live(desired: dict, cluster: Lookup) -> dict | None:
     return found
 
 
-def _write_status(owner: Owner, before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
+def _write_status(owner: Owner, before: ModelDeploymentStatus, after: ModelDeploymentStatus, events: tuple = ()) -> None:
     before_wire, after_wire = before.to_wire(), after.to_wire()
     if after_wire != before_wire:
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, _clearing(before_wire, after_wire))
+    for warning, reason, message in events:
+        post_event(owner.involved(), warning, reason, message)
+    # A condition moved by a rollout event (RolloutAborted) is already told by that event.
+    told = {reason for _, reason, _ in events}
     for notice in notices(before.conditions, after.conditions):
-        post_event(owner.involved(), notice.warning, notice.reason, notice.message)
+        if notice.reason not in told:
+            post_event(owner.involved(), notice.warning, notice.reason, notice.message)
 
 
 def _clearing(before: dict, after: dict) -> dict:

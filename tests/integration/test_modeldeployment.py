@@ -108,6 +108,13 @@ def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, r
 
     svc = get(kubectl, "service", "fraud", "-n", ns)
     assert svc["spec"]["clusterIP"] and svc["spec"]["selector"]["modelpilot.io/deployment"] == "fraud"
+    assert "modelpilot.io/track" not in svc["spec"]["selector"]  # every track answers behind it
+    for track in ("stable", "canary"):  # and each track on its own
+        one = get(kubectl, "service", f"fraud-{track}", "-n", ns)
+        assert one["spec"]["selector"]["modelpilot.io/track"] == track
+        assert one["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    endpoints = get(kubectl, "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=fraud-stable")["items"]
+    assert sum(len(s.get("endpoints") or []) for s in endpoints) == 2
 
     table = kubectl("get", "mdep", "-n", ns).stdout
     header, row = table.splitlines()[:2]
@@ -498,6 +505,7 @@ def test_a_registry_outage_while_serving_stays_ready(kubectl, operator, mlflow, 
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not exceed maxReplicas"),
         ({"rollout": {"steps": [{"setWeight": 150}]}}, "spec.rollout.steps[0].setWeight"),
         ({"rollout": {"steps": [{"setWeight": 10, "pause": {}}]}}, "exactly one of setWeight, pause or analysis"),
+        ({"rollout": {"steps": [{"pause": {}, "canaryReplicas": 1}]}}, "canaryReplicas goes with a setWeight step"),
         ({"rollout": {"steps": [{"pause": {"duration": "soon"}}]}}, "spec.rollout.steps[0].pause.duration"),
         ({"mlflow": {"trackingUri": "mlflow:5000"}}, "spec.mlflow.trackingUri"),
         (

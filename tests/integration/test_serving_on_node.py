@@ -47,6 +47,9 @@ def test_the_service_answers_what_the_model_predicts_in_process(kubectl, mlflow,
     assert response.json()["predictions"] == predict_in_process(mlflow, node_model, "1", ROWS)
     assert response.headers["modelpilot-model-version"] == "1"
     assert response.headers["modelpilot-track"] == "stable"
+    # The stable track also answers on its own Service.
+    stable_only = post_once_routed(f"http://{cluster_ip(kubectl, ns, 'fraud-stable')}/invocations", {"inputs": ROWS})
+    assert stable_only.headers["modelpilot-track"] == "stable"
 
     pods = get(kubectl, "pods", "-n", ns, "-l", "modelpilot.io/deployment=fraud")["items"]
     assert len(pods) == 2

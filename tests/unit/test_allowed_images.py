@@ -8,7 +8,8 @@ from modelpilot.reconcile import _screen_image
 from modelpilot.rollout.conditions import Notice, get_condition, notices
 from modelpilot.rollout.images import IMAGE_NOT_ALLOWED, image_allowed, image_refusal
 from modelpilot.registry.resolution import Resolution
-from modelpilot.rollout.plan import Observations, TrackObservation, plan
+from modelpilot.rollout.plan import Observations, plan
+from modelpilot.rollout.tracks import TrackObservation
 from modelpilot.settings import Settings
 
 OURS = ("ghcr.io/modelpilot/*", "registry.example/ml/runtime:*")

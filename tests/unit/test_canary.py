@@ -17,7 +17,7 @@ from modelpilot.rollout.canary import (
     SetWeight,
     advance,
 )
-from modelpilot.rollout.plan import TrackObservation
+from modelpilot.rollout.tracks import TrackObservation
 
 STEPS = (SetWeight(10), Pause(60), Analysis(), SetWeight(50), Pause())
 

@@ -7,7 +7,8 @@ from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.rollout.conditions import Notice, get_condition, notices
 from modelpilot.rollout.health import StartFailure
 from modelpilot.registry.resolution import Resolution
-from modelpilot.rollout.plan import Observations, TrackObservation, plan
+from modelpilot.rollout.plan import Observations, plan
+from modelpilot.rollout.tracks import TrackObservation
 
 SPEC = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1"}, "mlflow": {"trackingUri": "http://mlflow:5000"}})
 V1 = ResolvedModel(name="m", version="1", source="s")

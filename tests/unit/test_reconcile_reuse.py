@@ -6,7 +6,8 @@ from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.rollout.plan import resolved_for
 from modelpilot.registry.resolution import Resolution
-from modelpilot.rollout.plan import Observations, TrackObservation, plan
+from modelpilot.rollout.plan import Observations, plan
+from modelpilot.rollout.tracks import TrackObservation
 
 SPEC = ModelDeploymentSpec.model_validate({"model": {"name": "m", "version": "1"}, "mlflow": {"trackingUri": "http://mlflow:5000"}})
 V1 = ResolvedModel(name="m", version="1", source="s")

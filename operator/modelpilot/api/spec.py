@@ -138,12 +138,22 @@ class RolloutStep(
         cel(
             "[has(self.setWeight), has(self.pause), has(self.analysis)].filter(x, x).size() == 1",
             "each step sets exactly one of setWeight, pause or analysis",
-        )
+        ),
+        cel("!has(self.canaryReplicas) || has(self.setWeight)", "canaryReplicas goes with a setWeight step"),
     ],
 ):
     """One step of a canary rollout: exactly one of setWeight, pause or analysis."""
 
     set_weight: int | None = Field(None, ge=0, le=100, description="Send this percentage of traffic to the canary.")
+    canary_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description=(
+            "Pods of the canary at this setWeight step, instead of the count whose share of all pods is closest "
+            "to the weight."
+        ),
+    )
     pause: PauseStep | None = Field(None, description="Hold the current weight.")
     analysis: AnalysisStep | None = Field(None, description="Judge the canary against the analysis checks.")
 

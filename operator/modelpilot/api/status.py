@@ -59,6 +59,35 @@ class CanaryStatus(TrackStatus):
     step: int = Field(0, ge=0, description="Index of the rollout step in progress.")
 
 
+class Rejection(ApiModel):
+    """A version a rollout rejected; it is not tried again on its own under the same spec generation."""
+
+    version: str = Field(description="The rejected model version.")
+    reason: str = Field(description="Why, for people.")
+    generation: int = Field(description="The spec generation it was rejected under.")
+
+
+class RolloutStatus(ApiModel):
+    """Where the canary rollout stands: everything needed to resume it after an operator restart."""
+
+    phase: Literal["Progressing", "Paused", "Promoting", "Completed", "Aborted"] = Field(
+        description="Progressing, Paused, Promoting, Completed (no rollout under way) or Aborted."
+    )
+    stable_version: str | None = Field(None, description="The version the stable track serves between rollouts.")
+    canary_version: str | None = Field(None, description="The version under rollout, or the one the last abort rejected.")
+    step_index: int = Field(0, ge=0, description="Index of the current step; the step count while promoting.")
+    step_started_at: str | None = Field(None, description="When the current step began, RFC 3339.")
+    pause_started_at: str | None = Field(None, description="When a pause request took hold, RFC 3339.")
+    paused_manually: bool = Field(False, description="A pause request holds the rollout.")
+    requested_weight: int = Field(0, ge=0, le=100, description="The weight the current setWeight step asks for.")
+    canary_replicas_override: int | None = Field(None, description="The canaryReplicas of the current setWeight step.")
+    last_promoted: str | None = Field(None, description="The last version a rollout promoted.")
+    rejected: list[Rejection] = Field(default_factory=list, description="Versions rollouts rejected, newest last.")
+    handled_requests: list[str] = Field(default_factory=list, description="Ids of manual requests acted on, newest last.")
+    generation: int = Field(0, description="The spec generation the current or last rollout started under.")
+    message: str = Field("", description="What the rollout is doing, for people.")
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state of a ModelDeployment."""
 
@@ -68,6 +97,7 @@ class ModelDeploymentStatus(ApiModel):
     model: ResolvedModel | None = Field(None, description="The model version the spec currently resolves to.")
     stable: StableTrackStatus | None = Field(None, description="The track serving the last good version.")
     canary: CanaryStatus | None = Field(None, description="The track serving a new version under judgement.")
+    rollout: RolloutStatus | None = Field(None, description="The canary rollout's progress, when steps are set.")
     replicas: int = Field(0, description="Pods of all tracks.")
     ready_replicas: int = Field(0, description="Pods of all tracks ready to serve.")
     conditions: list[Condition] = Field(

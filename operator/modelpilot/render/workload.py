@@ -9,6 +9,8 @@ from __future__ import annotations
 from ..api.spec import ModelDeploymentSpec
 from ..api.status import ResolvedModel
 from .labels import (
+    CANARY,
+    LABEL_TRACK,
     STABLE,
     common_labels,
     selector_labels,
@@ -20,6 +22,7 @@ from ..serving import MODEL_DIR
 from .owner import Owner
 from .pod import pod_fields, template_metadata
 
+TRACKS = (STABLE, CANARY)
 RUN_AS = 10001
 PRE_STOP_SECONDS = 5
 # A container that dies before writing its termination message (a bad flag, a crash at import) still
@@ -40,9 +43,10 @@ def deployment(
     model: ResolvedModel,
     runtime_image: str,
     track: str = STABLE,
+    replicas: int | None = None,
 ) -> dict:
-    """The Deployment serving `model` on `track`, with the spec's replica count, or none at all when an
-    autoscaler owns the count."""
+    """The Deployment serving `model` on `track`: `replicas` pods (a canary's count), else the spec's count,
+    or no count at all when an autoscaler owns it."""
     name = track_name(owner.name, track)
     labels = track_labels(owner.name, spec.model.name, track, model.version)
     body = {
@@ -60,7 +64,9 @@ def deployment(
             },
         },
     }
-    if spec.autoscaling is None:
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    elif spec.autoscaling is None:
         body["spec"]["replicas"] = spec.replicas
     return body
 
@@ -159,6 +165,22 @@ def service(owner: Owner, spec: ModelDeploymentSpec) -> dict:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def track_service(owner: Owner, spec: ModelDeploymentSpec, track: str) -> dict:
+    """A Service in front of one track only (`<name>-stable`, `<name>-canary`): users and analysis can reach
+    one version directly, whichever share of the main Service's traffic it has."""
+    labels = {**common_labels(owner.name, spec.model.name), LABEL_TRACK: track}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": owner.metadata(f"{owner.name}-{track}", labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": track_selector(owner.name, track),
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }

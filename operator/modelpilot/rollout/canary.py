@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Union
 
-from .plan import TrackObservation
+from .tracks import TrackObservation
 from .weights import canary_replicas, describe
 
 PROGRESSING, PAUSED, PROMOTING, COMPLETED, ABORTED = "Progressing", "Paused", "Promoting", "Completed", "Aborted"

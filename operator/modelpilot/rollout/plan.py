@@ -7,54 +7,17 @@ branch is a plain unit test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..api.spec import ModelDeploymentSpec
-from ..api.status import ModelDeploymentStatus, ResolvedModel, StableTrackStatus
+from ..api.status import CanaryStatus, ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from ..registry.resolution import Resolution
+from ..render.labels import CANARY, track_name
+from . import canary, records
 from .conditions import get_condition, set_condition
 from .health import StartFailure
-
-@dataclass(frozen=True)
-class TrackObservation:
-    """What the API server says about one track's Deployment."""
-
-    name: str
-    version: str | None
-    replicas: int
-    ready_replicas: int
-    updated_replicas: int
-    available_replicas: int
-    # Pods of any template, old ones included: a rollout is done only when no old pod is left.
-    total_replicas: int
-    # The Deployment controller has observed the latest pod template (its observedGeneration caught up).
-    current: bool
-
-    @classmethod
-    def from_deployment(cls, body: dict, version_label: str) -> TrackObservation:
-        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {}) or {}
-        template_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
-        return cls(
-            name=meta.get("name", ""),
-            version=template_labels.get(version_label),
-            replicas=spec.get("replicas", 1),
-            ready_replicas=status.get("readyReplicas", 0),
-            updated_replicas=status.get("updatedReplicas", 0),
-            available_replicas=status.get("availableReplicas", 0),
-            total_replicas=status.get("replicas", 0),
-            current=status.get("observedGeneration", 0) >= meta.get("generation", 0),
-        )
-
-    @property
-    def rolled_out(self) -> bool:
-        """Every replica runs the latest template and is ready, with no old pod left."""
-        return (
-            self.current
-            and self.updated_replicas == self.replicas
-            and self.total_replicas == self.replicas
-            and self.ready_replicas == self.replicas
-        )
-
+from .tracks import TrackObservation
+from .weights import effective_weight
 
 @dataclass(frozen=True)
 class Observations:
@@ -72,15 +35,30 @@ class Observations:
     lingering_pods: int = 0
     # An autoscaler of ours exists.
     autoscaler: bool = False
+    # The canary track's Deployment, if one exists.
+    canary: TrackObservation | None = None
+    # `now` in seconds since the epoch, for the canary's step timing.
+    clock: float = 0.0
 
 
 @dataclass(frozen=True)
 class Plan:
     status: ModelDeploymentStatus
-    # The version the stable Deployment must run; None leaves whatever serves untouched.
+    # The version the stable Deployment must run; None leaves the stable Deployment as it is.
     serve: ResolvedModel | None
-    # Delete the autoscaler: the spec no longer asks for one. Only ever with `serve`.
+    # Apply the owned objects (Services, autoscaler, the tracks named here); False touches nothing.
+    apply: bool = True
+    # Delete the autoscaler: the spec no longer asks for one.
     remove_autoscaler: bool = False
+    # The version the canary Deployment must run, on `canary_replicas` pods; None leaves it as it is.
+    canary: ResolvedModel | None = None
+    canary_replicas: int = 0
+    # Delete the canary Deployment: no canary runs.
+    remove_canary: bool = False
+    # Seconds until the plan changes on its own (a timed pause ends); None: only an event changes it.
+    requeue_after: float | None = None
+    # (warning, reason, message) of what the rollout did, for Events.
+    events: tuple = ()
 
 
 def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observed: Observations) -> Plan | None:
@@ -95,9 +73,12 @@ def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observ
         resolution = Resolution(model=status.model)
     if resolution.model is None:
         return _plan_failure(status, observed, resolution)
+    remove_autoscaler = observed.autoscaler and spec is not None and spec.autoscaling is None
+    if spec is not None and spec.rollout.steps:
+        return replace(_plan_canary(spec, status, observed, resolution.model), remove_autoscaler=remove_autoscaler)
     decision = _plan_resolved(status, observed, resolution.model)
-    remove = observed.autoscaler and spec is not None and spec.autoscaling is None
-    return Plan(status=decision.status, serve=decision.serve, remove_autoscaler=remove)
+    # Steps removed mid-rollout: the stable track takes the version at once, and no canary is left.
+    return replace(decision, remove_autoscaler=remove_autoscaler, remove_canary=observed.canary is not None)
 
 
 def resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
@@ -144,7 +125,7 @@ def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure
     serving = stable is not None and stable.version is not None
     if serving and failure.reason in _OUTAGES:
         _report_outage(new, cond, stable, failure)
-        return Plan(status=new, serve=None)
+        return Plan(status=new, serve=None, apply=False)
     cond("ModelResolved", False, failure.reason, failure.message)
     if serving:
         summary = f"still serving version {stable.version}: {failure.message}"
@@ -159,7 +140,7 @@ def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure
         cond("Ready", False, failure.reason, failure.message)
         new.phase = "Pending" if failure.retryable else "Failed"
         new.message = failure.message
-    return Plan(status=new, serve=None)
+    return Plan(status=new, serve=None, apply=False)
 
 
 def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, failure: Resolution) -> None:
@@ -200,6 +181,73 @@ def _plan_resolved(status: ModelDeploymentStatus, observed: Observations, model:
         cond("Ready", False, "ReplicasNotReady", message)
         new.phase, new.message = "Progressing", message
     return Plan(status=new, serve=model)
+
+
+# What each rollout phase is called in the Progressing condition.
+_CANARY_REASONS = {canary.PROGRESSING: "CanaryProgressing", canary.PAUSED: "CanaryPaused", canary.PROMOTING: "CanaryPromoting"}
+
+
+def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel) -> Plan:
+    """A version change with rollout steps: the canary state machine decides what each track runs."""
+    stable = observed.stable
+    # With autoscaling the stable track runs what the autoscaler chose; the canary is sized from that.
+    replicas = stable.replicas if spec.autoscaling is not None and stable is not None else spec.replicas
+    decision = canary.advance(
+        records.steps(spec.rollout),
+        records.from_status(status.rollout),
+        canary.Observed(
+            desired_version=model.version, generation=observed.generation, now=observed.clock,
+            replicas=replicas, stable=stable, canary=observed.canary,
+        ),
+    )  # fmt: skip
+    state = decision.state
+    if state.phase == canary.COMPLETED:
+        plain = _plan_resolved(status, observed, model)
+        serve = plain.serve if decision.stable_version_to_run == model.version else None
+        new = plain.status
+    else:
+        new = _base(status, observed)
+        new.model = model
+        cond = _setter(new, observed)
+        via = f"alias {model.alias!r} -> " if model.alias else ""
+        cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
+        serving = stable is not None and stable.ready_replicas > 0
+        if state.phase == canary.ABORTED:
+            cond("Degraded", True, "RolloutAborted", state.message)
+            cond("Progressing", False, "RolloutAborted", state.message)
+            cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", state.message)
+            new.phase = "Degraded"
+        else:
+            cond("Degraded", False, "Healthy", "")
+            cond("Progressing", True, _CANARY_REASONS[state.phase], state.message)
+            cond("Ready", False, "CanaryInProgress", state.message)
+            new.phase = "Progressing"
+        new.message = state.message
+        serve = model if decision.stable_version_to_run == model.version else None
+    new.rollout = records.to_status(state)
+    runs_canary = decision.canary_version_to_run is not None
+    new.canary = _canary_status(decision, observed, replicas) if runs_canary else None
+    return Plan(
+        status=new,
+        serve=serve,
+        canary=model if decision.canary_version_to_run == model.version else None,
+        canary_replicas=decision.canary_replicas,
+        remove_canary=not runs_canary and observed.canary is not None,
+        requeue_after=decision.requeue_after,
+        events=tuple(decision.events),
+    )
+
+
+def _canary_status(decision, observed: Observations, stable_replicas: int) -> CanaryStatus:
+    live, stable = observed.canary, observed.stable
+    return CanaryStatus(
+        version=decision.canary_version_to_run,
+        deployment=live.name if live is not None else track_name(stable.name, CANARY) if stable is not None else "",
+        replicas=decision.canary_replicas,
+        ready_replicas=live.ready_replicas if live is not None else 0,
+        weight=round(effective_weight(stable_replicas, decision.canary_replicas)),
+        step=decision.state.step_index,
+    )
 
 
 def _report_stuck(

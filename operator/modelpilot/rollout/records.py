@@ -1,0 +1,86 @@
+"""The canary state machine's values as the API writes them, and back. Pure.
+
+`rollout/canary.py` works in seconds on the clock the caller passes in; status holds RFC 3339 times and
+camelCase fields, so that people can read it and an operator restarted anywhere can resume from it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from ..api.spec import Rollout
+from ..api.status import Rejection as RejectionRecord
+from ..api.status import RolloutStatus
+from .canary import Analysis, CanaryState, Pause, Rejection, SetWeight, Step
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
+def seconds(duration: str) -> float:
+    """A duration as the CRD accepts it (`90s`, `1m30s`, `250ms`) in seconds."""
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(duration))
+
+
+def steps(rollout: Rollout) -> tuple[Step, ...]:
+    """The spec's steps as the state machine reads them."""
+    out: list[Step] = []
+    for step in rollout.steps:
+        if step.set_weight is not None:
+            out.append(SetWeight(step.set_weight, step.canary_replicas))
+        elif step.pause is not None:
+            out.append(Pause(seconds(step.pause.duration) if step.pause.duration else None))
+        else:
+            out.append(Analysis(tuple(rollout.analysis.checks)))
+    return tuple(out)
+
+
+def timestamp(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def moment(text: str | None) -> float | None:
+    return None if text is None else datetime.fromisoformat(text).timestamp()
+
+
+def to_status(state: CanaryState) -> RolloutStatus:
+    return RolloutStatus(
+        phase=state.phase,
+        stable_version=state.stable_version,
+        canary_version=state.canary_version,
+        step_index=state.step_index,
+        step_started_at=timestamp(state.step_started_at),
+        pause_started_at=timestamp(state.pause_started_at),
+        paused_manually=state.paused_manually,
+        requested_weight=state.requested_weight,
+        canary_replicas_override=state.canary_replicas_override,
+        last_promoted=state.last_promoted,
+        rejected=[RejectionRecord(version=r.version, reason=r.reason, generation=r.generation) for r in state.rejected],
+        handled_requests=list(state.handled_requests),
+        generation=state.generation,
+        message=state.message,
+    )
+
+
+def from_status(status: RolloutStatus | None) -> CanaryState | None:
+    if status is None:
+        return None
+    return CanaryState(
+        phase=status.phase,
+        stable_version=status.stable_version,
+        canary_version=status.canary_version,
+        step_index=status.step_index,
+        step_started_at=moment(status.step_started_at),
+        pause_started_at=moment(status.pause_started_at),
+        paused_manually=status.paused_manually,
+        requested_weight=status.requested_weight,
+        canary_replicas_override=status.canary_replicas_override,
+        last_promoted=status.last_promoted,
+        rejected=tuple(Rejection(r.version, r.reason, r.generation) for r in status.rejected),
+        handled_requests=tuple(status.handled_requests),
+        generation=status.generation,
+        message=status.message,
+    )
