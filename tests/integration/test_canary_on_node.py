@@ -89,6 +89,7 @@ def test_a_canary_follows_its_steps_survives_an_operator_kill_and_promotes_witho
     assert load.failures() == [], f"{len(load.failures())} of {len(answers)} requests failed: {load.failures()[:5]}"
     first, n1 = share_of(answers, v2, marks["first"] + SETTLE, marks["second"])
     second, n2 = share_of(answers, v2, marks["third"] + SETTLE, marks["promoting"])
+    print(f"version {v2} answered {first:.1f}% of {n1} at 33% effective weight, {second:.1f}% of {n2} at 50%")
     assert n1 >= 100 and n2 >= 50, (n1, n2)
     assert abs(first - 100 / 3) <= TOLERANCE, f"version {v2} answered {first:.1f}% of {n1} at 33% effective weight"
     assert abs(second - 50) <= TOLERANCE, f"version {v2} answered {second:.1f}% of {n2} at 50% effective weight"
