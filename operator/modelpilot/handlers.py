@@ -20,7 +20,7 @@ from .kube.objects import FIELD_MANAGER
 from .metrics import RECONCILES
 from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
-from .rollout import health
+from .rollout import health, requests
 from .settings import Settings
 from .wakeups import Wakeups
 
@@ -186,9 +186,17 @@ class Resync:
 
 
 @kopf.on.event(*MD)
-async def on_modeldeployment_event(type, uid, **_):
+async def on_modeldeployment_event(type, uid, body, deployments, services, autoscalers, pods, **_):
     if type == "DELETED":
         RECONCILER.forget(uid)
+    elif _new_request(body):
+        await _reconcile("request", _snapshot(body), _Indexed(deployments, services, autoscalers, pods), resolve=False)
+
+
+def _new_request(body) -> bool:
+    """A manual rollout request the status does not yet record as handled."""
+    handled = ((body.get("status") or {}).get("rollout") or {}).get("handledRequests") or ()
+    return any(request.id not in handled for request in requests.pending(body.get("metadata", {}).get("annotations")))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)

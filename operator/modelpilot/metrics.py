@@ -7,7 +7,7 @@ from prometheus_client import Counter, start_http_server
 RECONCILES = Counter(
     "modelpilot_reconciles_total",
     "Reconciles of ModelDeployments started, by what triggered them: a spec change, the periodic resync, "
-    "a change of an owned object or pod, or the timer of a rollout step.",
+    "a change of an owned object or pod, the timer of a rollout step, or a manual rollout request.",
     ["trigger"],
 )
 

@@ -27,7 +27,7 @@ from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import CANARY, LABEL_MODEL_VERSION, STABLE, track_name
 from .render.owner import Owner
-from .rollout import health
+from .rollout import health, requests
 from .rollout.conditions import notices
 from .rollout.images import image_refusal
 from .rollout.plan import Observations, Plan, apply_failed, plan, resolved_for
@@ -211,6 +211,7 @@ def _converge(
         generation=meta.get("generation", 1),
         now=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
         clock=moment.timestamp(),
+        requests=requests.pending(meta.get("annotations")),
         canary=TrackObservation.from_deployment(live_canary, LABEL_MODEL_VERSION) if live_canary is not None else None,
         resolution=resolution,
         stable=stable,

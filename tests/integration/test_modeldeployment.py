@@ -11,9 +11,13 @@ import itertools
 import json
 import re
 import secrets
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +27,7 @@ from modelpilot.kube.diff import difference
 from modelpilot.render import workload
 from modelpilot.render.owner import Owner
 
-from tests.cluster.launcher import KWOK_TOLERATION
+from tests.cluster.launcher import KWOK_TOLERATION, default_bin_dir
 from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_sklearn_model, set_alias
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
@@ -644,3 +648,62 @@ def test_a_hung_registry_does_not_stall_other_modeldeployments(kubectl, operator
         assert resolved["message"] == f"MLflow at {hung.uri} did not answer within 20 s"
     finally:
         hung.release()
+
+
+def plugin(kube_cluster, *args: str) -> subprocess.CompletedProcess:
+    """`kubectl modelpilot ...`, found by kubectl on PATH as users install it (the package's console script)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    kubectl_binary = default_bin_dir() / "kubectl"
+    return subprocess.run(
+        [str(kubectl_binary), "modelpilot", *args, f"--kubeconfig={kube_cluster.kubeconfig}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_kubectl_modelpilot_aborts_retries_pauses_resumes_and_promotes(
+    kube_cluster, kubectl, operator, mlflow, registered_model, restricted_namespace
+):
+    ns = restricted_namespace
+    steps = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    for version in ("1", "2"):
+        body = manifest(ns, "manual", mlflow.uri, {"name": registered_model, "version": version}, replicas=2, rollout=steps)
+        kubectl("apply", "-f", "-", input=body, check=True)
+        if version == "1":
+            wait_phase(kubectl, operator, ns, "manual", "Ready", readyReplicas=2)
+
+    def rollout():
+        return status(kubectl, ns, "manual").get("rollout") or {}
+
+    def waiting_for_promote():
+        return rollout().get("phase") == "Paused" and rollout().get("stepIndex") == 1
+
+    wait_for(waiting_for_promote, "the canary to wait for a promote", timeout=90)
+    shown = plugin(kube_cluster, "status", "manual", "-n", ns)
+    assert shown.returncode == 3, shown.stderr  # a rollout is under way
+    assert "step     2/2 [##########..........] pause until promoted" in shown.stdout
+    assert "canary   version 2  2/2 ready  weight: asked 50%, effective 50%" in shown.stdout
+
+    aborted = plugin(kube_cluster, "abort", "manual", "-n", ns)
+    assert aborted.returncode == 0 and "all traffic back to version 1" in aborted.stdout, aborted.stdout + aborted.stderr
+    st = wait_phase(kubectl, operator, ns, "manual", "Degraded")
+    assert condition(st, "Degraded")["reason"] == "RolloutAborted" and condition(st, "Ready")["status"] == "True"
+    assert [r["version"] for r in st["rollout"]["rejected"]] == ["2"]
+    wait_for(lambda: get(kubectl, "deployment", "manual-canary", "-n", ns) is None, "the canary Deployment to go")
+    time.sleep(7)  # two resync intervals: the rejected version is not tried again on its own
+    assert get(kubectl, "deployment", "manual-canary", "-n", ns) is None
+    assert status(kubectl, ns, "manual")["phase"] == "Degraded"
+
+    assert plugin(kube_cluster, "retry", "manual", "-n", ns).returncode == 0
+    wait_for(waiting_for_promote, "the retried canary to wait for a promote", timeout=90)
+    assert plugin(kube_cluster, "pause", "manual", "-n", ns).returncode == 0
+    assert rollout()["pausedManually"] is True
+    assert plugin(kube_cluster, "resume", "manual", "-n", ns).returncode == 0
+    assert not rollout().get("pausedManually") and waiting_for_promote()  # a pause step still waits for promote
+
+    promoted = plugin(kube_cluster, "promote", "manual", "-n", ns)
+    assert promoted.returncode == 0, promoted.stderr
+    wait_phase(kubectl, operator, ns, "manual", "Ready", stable__version="2", readyReplicas=2)
+    wait_for(lambda: get(kubectl, "deployment", "manual-canary", "-n", ns) is None, "the canary Deployment to go")
+    assert plugin(kube_cluster, "status", "manual", "-n", ns).returncode == 0
+    missing = plugin(kube_cluster, "status", "nobody", "-n", ns)
+    assert missing.returncode == 1 and 'modeldeployment "nobody" not found' in missing.stderr

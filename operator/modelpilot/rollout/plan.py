@@ -39,6 +39,8 @@ class Observations:
     canary: TrackObservation | None = None
     # `now` in seconds since the epoch, for the canary's step timing.
     clock: float = 0.0
+    # Manual rollout requests on the object (rollout/requests.py).
+    requests: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         records.from_status(status.rollout),
         canary.Observed(
             desired_version=model.version, generation=observed.generation, now=observed.clock,
-            replicas=replicas, stable=stable, canary=observed.canary,
+            replicas=replicas, stable=stable, canary=observed.canary, requests=observed.requests,
         ),
     )  # fmt: skip
     state = decision.state

@@ -1,0 +1,43 @@
+"""Manual requests read from the annotation, and the plugin's status text."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from modelpilot.cli import render
+from modelpilot.rollout.canary import Request
+from modelpilot.rollout.requests import REQUEST_ANNOTATION, encode, pending
+
+
+def test_a_request_round_trips_through_its_annotation():
+    assert pending({REQUEST_ANNOTATION: encode("r1", "promote", full=True)}) == (Request("r1", "promote", True),)
+    assert pending({"other": "x"}) == () and pending(None) == ()
+
+
+def test_a_value_that_is_not_a_request_is_reported_once_under_a_stable_id():
+    (first,) = pending({REQUEST_ANNOTATION: "promote please"})
+    (again,) = pending({REQUEST_ANNOTATION: "promote please"})
+    assert first == again and first.action == "malformed" and first.id.startswith("malformed-")
+
+
+def test_status_text_names_versions_step_weights_and_recent_events():
+    body = {
+        "metadata": {"name": "fraud", "namespace": "ml"},
+        "spec": {"rollout": {"steps": [{"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50}]}},
+        "status": {
+            "phase": "Progressing", "message": "canary version 2: step 2/3: paused, 12s left",
+            "model": {"name": "fraud-detector", "version": "2", "alias": "champion"},
+            "stable": {"version": "1", "deployment": "fraud", "replicas": 2, "readyReplicas": 2},
+            "canary": {"version": "2", "deployment": "fraud-canary", "replicas": 1, "readyReplicas": 1, "weight": 33},
+            "rollout": {"phase": "Paused", "stepIndex": 1, "requestedWeight": 25, "message": "step 2/3: paused, 12s left"},
+        },
+    }  # fmt: skip
+    event = {"type": "Normal", "reason": "RolloutStep", "message": "step 2/3: pause for 20s",
+             "lastTimestamp": "2026-11-27T10:00:00Z"}  # fmt: skip
+    text = render(body, [event], now=datetime(2026, 11, 27, 10, 0, 8, tzinfo=timezone.utc))
+    assert "fraud (ml): Progressing" in text
+    assert "model    fraud-detector alias champion -> version 2" in text
+    assert "stable   version 1  2/2 ready" in text
+    assert "canary   version 2  1/1 ready  weight: asked 25%, effective 33%" in text
+    assert "step     2/3 [######..............] pause 20s" in text
+    assert "8s  Normal   RolloutStep" in text
