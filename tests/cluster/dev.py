@@ -134,20 +134,25 @@ def _explain(cluster: LocalCluster, mlflow, curl: str | None) -> None:
 modelpilot is running against a local cluster with the demo model.
 
   export KUBECONFIG={cluster.kubeconfig}
-  export PATH={cluster.bin}:$PATH
+  export PATH={cluster.bin}:{Path(sys.executable).parent}:$PATH
 
-  kubectl get mdep -n ml -w                 # phase, resolved version, ready replicas
+  kubectl get mdep -n ml -w                 # phase, resolved version, canary weight, ready replicas
   kubectl describe mdep fraud -n ml         # conditions and Events
   kubectl get deploy,svc,pods -n ml -l modelpilot.io/deployment=fraud
 
 {score}
-Move the alias in MLflow ({mlflow.uri}, user admin) and watch version 3 roll out; the same curl then
-answers with version 3:
+Move the alias in MLflow ({mlflow.uri}, user admin) and version 3 goes out as a canary: 25 % of the
+traffic for 30 s, then 50 % until you promote it. Watch it, and promote (or abort) it:
 
   MLFLOW_TRACKING_USERNAME={mlflow.credentials_env()['MLFLOW_TRACKING_USERNAME']} \\
   MLFLOW_TRACKING_PASSWORD={mlflow.credentials_env()['MLFLOW_TRACKING_PASSWORD']} \\
   .venv/bin/python -c "import mlflow; mlflow.set_tracking_uri('{mlflow.uri}'); \\
 mlflow.MlflowClient().set_registered_model_alias('fraud-detector', 'champion', '3')"
+
+  kubectl modelpilot status fraud -n ml --watch
+  kubectl modelpilot promote fraud -n ml    # or: abort, pause, resume
+
+The same curl answers with version 3 from more and more of its requests, then from all of them.
 
 Press Ctrl-C to stop everything.
 """,
