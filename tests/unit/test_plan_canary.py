@@ -8,6 +8,7 @@ from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.registry.resolution import Resolution
 from modelpilot.rollout.conditions import get_condition
 from modelpilot.rollout.plan import Observations, plan
+from modelpilot.rollout.canary import Request
 from modelpilot.rollout.tracks import TrackObservation
 
 STEPS = [{"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50}]
@@ -47,7 +48,7 @@ def serving_v1() -> ModelDeploymentStatus:
 
 def test_a_new_version_starts_a_canary_beside_an_untouched_stable_track():
     result = plan(SPEC, serving_v1(), observe(V2, T0 + 1, stable=track("m", "1", 3)))
-    assert result.serve is None  # the stable Deployment keeps version 1
+    assert result.serve == V1  # the stable Deployment keeps version 1
     assert (result.canary, result.canary_replicas) == (V2, 1)  # 1 of 4 pods: 25 %
     st = result.status
     assert st.phase == "Progressing" and reason(st, "Progressing") == "CanaryProgressing"
@@ -92,3 +93,23 @@ def test_steps_removed_mid_rollout_leave_no_canary_behind():
     plain = ModelDeploymentSpec.model_validate({**SPEC.to_wire(), "rollout": {}})
     result = plan(plain, serving_v1(), observe(V2, T0, stable=track("m", "1", 3), canary=track("m-canary", "2", 1)))
     assert result.serve == V2 and result.remove_canary
+
+
+def test_an_abort_during_promotion_puts_the_stable_version_back_on_the_stable_track():
+    status = serving_v1()
+    stable, clock, canary = track("m", "1", 3), T0, None
+    for _ in range(3):
+        result = plan(SPEC, status, observe(V2, clock, stable=stable, canary=canary))
+        status, clock = result.status, clock + 21
+        canary = track("m-canary", "2", result.canary_replicas)
+    promoting = plan(SPEC, status, observe(V2, clock, stable=stable, canary=canary))
+    assert promoting.status.rollout.phase == "Promoting" and promoting.serve == V2
+    half_way = track("m", "2", 3, ready=1)
+    aborting = Observations(
+        generation=1, now="t", clock=clock + 1, resolution=Resolution(model=V2), stable=half_way, canary=canary,
+        requests=(Request("r1", "abort"),),
+    )
+    aborted = plan(SPEC, ModelDeploymentStatus.model_validate(promoting.status.to_wire()), aborting)
+    assert aborted.status.rollout.phase == "Aborted"
+    assert aborted.serve == V1  # rendered from the model kept in status, source and run included
+    assert aborted.remove_canary and aborted.status.phase == "Degraded"

@@ -74,6 +74,9 @@ class RolloutStatus(ApiModel):
         description="Progressing, Paused, Promoting, Completed (no rollout under way) or Aborted."
     )
     stable_version: str | None = Field(None, description="The version the stable track serves between rollouts.")
+    stable_model: ResolvedModel | None = Field(
+        None, description="The stable version as resolved: what an abort puts back on the stable track."
+    )
     canary_version: str | None = Field(None, description="The version under rollout, or the one the last abort rejected.")
     step_index: int = Field(0, ge=0, description="Index of the current step; the step count while promoting.")
     step_started_at: str | None = Field(None, description="When the current step began, RFC 3339.")

@@ -203,9 +203,9 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         ),
     )  # fmt: skip
     state = decision.state
+    stable_model = _stable_model(status, state, model)
     if state.phase == canary.COMPLETED:
         plain = _plan_resolved(status, observed, model)
-        serve = plain.serve if decision.stable_version_to_run == model.version else None
         new = plain.status
     else:
         new = _base(status, observed)
@@ -225,8 +225,11 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
             cond("Ready", False, "CanaryInProgress", state.message)
             new.phase = "Progressing"
         new.message = state.message
-        serve = model if decision.stable_version_to_run == model.version else None
+    # The stable track runs the version the state machine says: the new one once promoted, else the one
+    # that served before (which also takes back a stable track an abort during promotion left half-way).
+    serve = next((m for m in (model, stable_model) if m is not None and m.version == decision.stable_version_to_run), None)
     new.rollout = records.to_status(state)
+    new.rollout.stable_model = stable_model
     runs_canary = decision.canary_version_to_run is not None
     new.canary = _canary_status(decision, observed, replicas) if runs_canary else None
     return Plan(
@@ -238,6 +241,15 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         requeue_after=decision.requeue_after,
         events=tuple(decision.events),
     )
+
+
+def _stable_model(status: ModelDeploymentStatus, state, model: ResolvedModel) -> ResolvedModel | None:
+    """The resolved model of the state's stable version: the one kept in status, or the last resolution
+    when that is the stable version (before a rollout starts, status.model is what the stable track serves)."""
+    for candidate in (model, status.rollout.stable_model if status.rollout else None, status.model):
+        if candidate is not None and candidate.version == state.stable_version:
+            return candidate
+    return None
 
 
 def _canary_status(decision, observed: Observations, stable_replicas: int) -> CanaryStatus:
