@@ -7,6 +7,7 @@ camelCase fields, so that people can read it and an operator restarted anywhere 
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from datetime import datetime, timezone
 
 from ..api.spec import Rollout
@@ -46,22 +47,17 @@ def moment(text: str | None) -> float | None:
     return None if text is None else datetime.fromisoformat(text).timestamp()
 
 
+# Fields status holds as they are; the others are converted below.
+_PLAIN = [f.name for f in fields(CanaryState) if f.name not in ("step_started_at", "pause_started_at", "rejected", "handled_requests")]
+
+
 def to_status(state: CanaryState) -> RolloutStatus:
     return RolloutStatus(
-        phase=state.phase,
-        stable_version=state.stable_version,
-        canary_version=state.canary_version,
-        step_index=state.step_index,
+        **{name: getattr(state, name) for name in _PLAIN},
         step_started_at=timestamp(state.step_started_at),
         pause_started_at=timestamp(state.pause_started_at),
-        paused_manually=state.paused_manually,
-        requested_weight=state.requested_weight,
-        canary_replicas_override=state.canary_replicas_override,
-        last_promoted=state.last_promoted,
         rejected=[RejectionRecord(version=r.version, reason=r.reason, generation=r.generation) for r in state.rejected],
         handled_requests=list(state.handled_requests),
-        generation=state.generation,
-        message=state.message,
     )
 
 
@@ -69,18 +65,9 @@ def from_status(status: RolloutStatus | None) -> CanaryState | None:
     if status is None:
         return None
     return CanaryState(
-        phase=status.phase,
-        stable_version=status.stable_version,
-        canary_version=status.canary_version,
-        step_index=status.step_index,
+        **{name: getattr(status, name) for name in _PLAIN},
         step_started_at=moment(status.step_started_at),
         pause_started_at=moment(status.pause_started_at),
-        paused_manually=status.paused_manually,
-        requested_weight=status.requested_weight,
-        canary_replicas_override=status.canary_replicas_override,
-        last_promoted=status.last_promoted,
         rejected=tuple(Rejection(r.version, r.reason, r.generation) for r in status.rejected),
         handled_requests=tuple(status.handled_requests),
-        generation=status.generation,
-        message=status.message,
     )
