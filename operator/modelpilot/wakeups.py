@@ -18,6 +18,8 @@ class Wakeups:
     def __init__(self) -> None:
         self._schedule = Schedule()
         self._changed = asyncio.Event()
+        # The event loop holds tasks weakly: a reconcile started here is kept until it ends.
+        self._running: set[asyncio.Task] = set()
 
     def at(self, key: Hashable, after_seconds: float) -> None:
         """Wake `key` in `after_seconds`, instead of any earlier request for it."""
@@ -34,7 +36,9 @@ class Wakeups:
             except TimeoutError:
                 pass
             for key in self._schedule.due(time.monotonic()):
-                asyncio.create_task(self._run(wake, key))
+                task = asyncio.create_task(self._run(wake, key))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
 
     @staticmethod
     async def _run(wake: Callable[[Hashable], Awaitable[None]], key: Hashable) -> None:
