@@ -158,13 +158,19 @@ def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, f
     new.message = summary
 
 
-def _plan_resolved(status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel) -> Plan:
-    stable = observed.stable
+def _resolved_base(status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel):
+    """The new status with the resolved model recorded and ModelResolved set, and its condition setter."""
     new = _base(status, observed)
     new.model = model
     cond = _setter(new, observed)
     via = f"alias {model.alias!r} -> " if model.alias else ""
     cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
+    return new, cond
+
+
+def _plan_resolved(status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel) -> Plan:
+    stable = observed.stable
+    new, cond = _resolved_base(status, observed, model)
     cond("Degraded", False, "Healthy", "")
     current = stable is not None and stable.version == model.version
     if current and stable.rolled_out and observed.lingering_pods == 0:
@@ -205,14 +211,9 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
     state = decision.state
     stable_model = _stable_model(status, state, model)
     if state.phase == canary.COMPLETED:
-        plain = _plan_resolved(status, observed, model)
-        new = plain.status
+        new = _plan_resolved(status, observed, model).status
     else:
-        new = _base(status, observed)
-        new.model = model
-        cond = _setter(new, observed)
-        via = f"alias {model.alias!r} -> " if model.alias else ""
-        cond("ModelResolved", True, "Resolved", f"{model.name} {via}version {model.version}")
+        new, cond = _resolved_base(status, observed, model)
         serving = stable is not None and stable.ready_replicas > 0
         if state.phase == canary.ABORTED:
             cond("Degraded", True, "RolloutAborted", state.message)
