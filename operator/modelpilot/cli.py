@@ -1,6 +1,7 @@
 """`kubectl modelpilot`: see and steer canary rollouts without touching the spec.
 
     kubectl modelpilot status NAME [--watch]
+    kubectl modelpilot history NAME
     kubectl modelpilot promote NAME [--full]
     kubectl modelpilot abort|retry|pause|resume NAME
 
@@ -9,6 +10,7 @@ operator records it as handled and prints what the rollout does then.
 
 Exit codes: 0 done (status: Ready); 1 an error (not found, no access, the operator did not act in time);
 2 bad usage; status only: 3 a rollout or start is under way (Pending, Progressing), 4 Degraded or Failed.
+`history` exits 0 whenever it can read the object.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         api, namespace = _connect(args)
         if args.command == "status":
             return _status(api, namespace, args.name, args.watch, args.interval)
+        if args.command == "history":
+            print(render_history(_get(api, namespace, args.name)))
+            return 0
         return _request(api, namespace, args.name, args.command, getattr(args, "full", False), args.timeout)
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -60,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("name")
     status.add_argument("-w", "--watch", action="store_true", help="print again whenever it changes, until interrupted")
     status.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    history = commands.add_parser("history", parents=[common], help="past rollouts: version, outcome, reason, duration")
+    history.add_argument("name")
     for action in ACTIONS:
         request = commands.add_parser(action, parents=[common], help=f"{action} the rollout")
         request.add_argument("name")
@@ -171,6 +178,33 @@ def render(body: dict, events: list[dict], now: datetime | None = None) -> str:
     return "\n".join(lines)
 
 
+def render_history(body: dict) -> str:
+    """Past rollouts, newest first, and the one under way. Pure."""
+    rollout = (body.get("status") or {}).get("rollout") or {}
+    rows = [("VERSION", "FROM", "OUTCOME", "DURATION", "FINISHED", "REASON")]
+    if rollout.get("phase") in ("Progressing", "Paused", "Promoting"):
+        rows.append((rollout.get("canaryVersion") or "-", rollout.get("stableVersion") or "-", rollout["phase"],
+                     "-", "-", rollout.get("message", "")))  # fmt: skip
+    for entry in reversed(rollout.get("history") or ()):
+        rows.append((entry["version"], entry.get("previousVersion") or "-", entry["outcome"],
+                     _duration(entry.get("startedAt"), entry["finishedAt"]), entry["finishedAt"], entry.get("reason", "")))  # fmt: skip
+    if len(rows) == 1:
+        return f"{body['metadata']['name']}: no rollouts yet"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
+def _duration(start: str | None, end: str) -> str:
+    if not start:
+        return "-"
+    seconds = int((_parse_time(end) - _parse_time(start)).total_seconds())
+    return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 7200 else f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def _describe(step: dict) -> str:
     if "setWeight" in step:
         return f"setWeight {step['setWeight']}%"
@@ -187,7 +221,7 @@ def _event_time(event: dict) -> str:
 def _age(now: datetime, stamp: str) -> str:
     if not stamp:
         return "?"
-    seconds = int((now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
+    seconds = int((now - _parse_time(stamp)).total_seconds())
     return f"{seconds}s" if seconds < 120 else f"{seconds // 60}m" if seconds < 7200 else f"{seconds // 3600}h"
 
 

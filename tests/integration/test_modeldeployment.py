@@ -705,5 +705,10 @@ def test_kubectl_modelpilot_aborts_retries_pauses_resumes_and_promotes(
     wait_phase(kubectl, operator, ns, "manual", "Ready", stable__version="2", readyReplicas=2)
     wait_for(lambda: get(kubectl, "deployment", "manual-canary", "-n", ns) is None, "the canary Deployment to go")
     assert plugin(kube_cluster, "status", "manual", "-n", ns).returncode == 0
+    history = plugin(kube_cluster, "history", "manual", "-n", ns)
+    assert history.returncode == 0, history.stderr
+    _, promoted_row, aborted_row = history.stdout.splitlines()
+    assert promoted_row.split()[:3] == ["2", "1", "Promoted"]
+    assert aborted_row.split()[:3] == ["2", "1", "Aborted"] and "aborted by request" in aborted_row
     missing = plugin(kube_cluster, "status", "nobody", "-n", ns)
     assert missing.returncode == 1 and 'modeldeployment "nobody" not found' in missing.stderr

@@ -8,8 +8,10 @@ from dataclasses import asdict
 
 from modelpilot.rollout.canary import (
     MAX_HANDLED_REQUESTS,
+    MAX_HISTORY,
     Analysis,
     CanaryState,
+    Finished,
     Observed,
     Pause,
     Rejection,
@@ -39,6 +41,7 @@ def restart(state: CanaryState) -> CanaryState:
     data = json.loads(json.dumps(asdict(state)))
     data["rejected"] = tuple(Rejection(**r) for r in data["rejected"])
     data["handled_requests"] = tuple(data["handled_requests"])
+    data["history"] = tuple(Finished(**h) for h in data["history"])
     return CanaryState(**data)
 
 
@@ -65,6 +68,7 @@ def at_step(index, steps=STEPS, now=0.0):
             "canary_replicas_override": last.canary_replicas,
             "rejected": (),
             "handled_requests": (),
+            "history": (),
         }
     )
 
@@ -436,3 +440,42 @@ def test_a_whole_rollout_converges_with_a_restart_at_every_turn():
     assert (state.stable_version, state.canary_version, d.canary_replicas) == ("2", None, 0)
     assert seen_counts[0] == 1 and 4 in seen_counts and seen_counts[-1] == 0
     assert len(state.handled_requests) == 1
+
+
+# History: every rollout that ends leaves one entry.
+
+
+def test_a_promoted_rollout_is_recorded_with_its_start_and_end():
+    s = advance(STEPS, started(now=100.0).state, seen(now=110.0, requests=[("p", "promote", True)])).state
+    d = advance(STEPS, restart(s), seen(now=130.0, stable=track("2")))
+    assert d.state.history == (Finished("2", "1", "Promoted", "every stable pod runs it", 100.0, 130.0),)
+    again = advance(STEPS, restart(d.state), seen(now=131.0, stable=track("2")))
+    assert again.state.history == d.state.history
+
+
+def test_an_abort_is_recorded_with_its_reason():
+    (entry,) = aborted().state.history
+    assert (entry.version, entry.previous_version, entry.outcome, entry.reason) == ("2", "1", "Aborted", "aborted by request a1")
+    assert (entry.started_at, entry.finished_at) == (0.0, 5.0)
+
+
+def test_a_replaced_and_an_abandoned_rollout_are_recorded():
+    replaced = advance(STEPS, started(now=1.0).state, seen(desired="3", now=7.0))
+    assert replaced.state.history == (Finished("2", "1", "Replaced", "version 3 replaced it at step 1", 1.0, 7.0),)
+    assert replaced.state.started_at == 7.0
+    abandoned = advance(STEPS, replaced.state, seen(desired="1", now=9.0)).state
+    assert [(h.version, h.outcome) for h in abandoned.history] == [("2", "Replaced"), ("3", "Abandoned")]
+
+
+def test_a_version_overtaken_while_promoting_is_recorded_as_promoted():
+    s = advance(STEPS, at_step(4), seen(requests=[("p", "promote")])).state
+    (entry,) = advance(STEPS, s, seen(desired="3", now=4.0, stable=track("2", updated=1))).state.history
+    assert (entry.version, entry.outcome) == ("2", "Promoted")
+
+
+def test_history_is_bounded_and_keeps_the_latest():
+    state = started().state
+    for version in range(3, MAX_HISTORY + 8):
+        state = advance(STEPS, state, seen(desired=str(version), now=float(version))).state
+    assert len(state.history) == MAX_HISTORY
+    assert state.history[-1].version == str(MAX_HISTORY + 6) and state.history[0].version == str(MAX_HISTORY - 3)

@@ -6,7 +6,7 @@ import pytest
 
 from modelpilot.api import ModelDeploymentSpec, ModelDeploymentStatus
 from modelpilot.rollout import records
-from modelpilot.rollout.canary import Analysis, CanaryState, Pause, Rejection, SetWeight
+from modelpilot.rollout.canary import Analysis, CanaryState, Finished, Pause, Rejection, SetWeight
 
 
 @pytest.mark.parametrize("text, expected", [("20s", 20), ("1m30s", 90), ("250ms", 0.25), ("1h", 3600), ("1.5m", 90)])
@@ -32,7 +32,8 @@ def test_a_state_round_trips_through_the_status_written_to_the_api_server():
         step_started_at=1_790_000_000.125, pause_started_at=1_790_000_005.5, paused_manually=True,
         requested_weight=25, canary_replicas_override=1, last_promoted="1",
         rejected=(Rejection("3", "aborted by request r1", 4),), handled_requests=("r1", "r2"), generation=5,
-        message="canary version 2: step 2/4: paused, 15s left",
+        message="canary version 2: step 2/4: paused, 15s left", started_at=1_789_999_990.0,
+        history=(Finished("3", "1", "Aborted", "aborted by request r1", 1_789_999_000.0, 1_789_999_100.25),),
     )  # fmt: skip
     wire = ModelDeploymentStatus(rollout=records.to_status(state)).to_wire()
     assert wire["rollout"]["stepStartedAt"] == "2026-09-21T14:13:20.125Z"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from modelpilot.cli import render
+from modelpilot.cli import render, render_history
 from modelpilot.rollout.canary import Request
 from modelpilot.rollout.requests import REQUEST_ANNOTATION, encode, pending
 
@@ -41,3 +41,24 @@ def test_status_text_names_versions_step_weights_and_recent_events():
     assert "canary   version 2  1/1 ready  weight: asked 25%, effective 33%" in text
     assert "step     2/3 [######..............] pause 20s" in text
     assert "8s  Normal   RolloutStep" in text
+
+
+def test_history_text_lists_the_rollout_under_way_then_past_ones_newest_first():
+    body = {
+        "metadata": {"name": "fraud", "namespace": "ml"},
+        "status": {"rollout": {
+            "phase": "Paused", "stableVersion": "3", "canaryVersion": "4", "message": "step 2/3: paused",
+            "history": [
+                {"version": "2", "previousVersion": "1", "outcome": "Promoted", "reason": "every stable pod runs it",
+                 "startedAt": "2026-11-27T10:00:00.000Z", "finishedAt": "2026-11-27T10:02:05.500Z"},
+                {"version": "3", "previousVersion": "2", "outcome": "Aborted", "reason": "aborted by request r1",
+                 "startedAt": "2026-11-27T11:00:00.000Z", "finishedAt": "2026-11-27T11:00:42.000Z"},
+            ],
+        }},
+    }  # fmt: skip
+    header, current, aborted, promoted = render_history(body).splitlines()
+    assert header.split() == ["VERSION", "FROM", "OUTCOME", "DURATION", "FINISHED", "REASON"]
+    assert current.split()[:4] == ["4", "3", "Paused", "-"] and current.endswith("step 2/3: paused")
+    assert aborted.split()[:4] == ["3", "2", "Aborted", "42s"] and aborted.endswith("aborted by request r1")
+    assert promoted.split()[:4] == ["2", "1", "Promoted", "2m05s"]
+    assert render_history({"metadata": {"name": "fraud"}, "status": {}}) == "fraud: no rollouts yet"

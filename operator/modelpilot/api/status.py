@@ -67,6 +67,19 @@ class Rejection(ApiModel):
     generation: int = Field(description="The spec generation it was rejected under.")
 
 
+class RolloutRecord(ApiModel):
+    """A rollout that ended."""
+
+    version: str = Field(description="The version rolled out.")
+    previous_version: str | None = Field(None, description="The stable version when it started.")
+    outcome: Literal["Promoted", "Aborted", "Abandoned", "Replaced"] = Field(
+        description="Promoted, Aborted, Abandoned (the reference moved back) or Replaced (a newer version came)."
+    )
+    reason: str = Field("", description="Why it ended so, for people.")
+    started_at: str | None = Field(None, description="When it started, RFC 3339.")
+    finished_at: str = Field(description="When it ended, RFC 3339.")
+
+
 class RolloutStatus(ApiModel):
     """Where the canary rollout stands: everything needed to resume it after an operator restart."""
 
@@ -89,6 +102,10 @@ class RolloutStatus(ApiModel):
     handled_requests: list[str] = Field(default_factory=list, description="Ids of manual requests acted on, newest last.")
     generation: int = Field(0, description="The spec generation the current or last rollout started under.")
     message: str = Field("", description="What the rollout is doing, for people.")
+    started_at: str | None = Field(None, description="When the current or last rollout started, RFC 3339.")
+    history: list[RolloutRecord] = Field(
+        default_factory=list, description="Rollouts that ended, newest last; the last ten are kept."
+    )
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -48,6 +48,10 @@ ACTIVE = (PROGRESSING, PAUSED, PROMOTING)
 # Request ids kept in status: enough for the handful a rollout sees, small enough for a status object.
 MAX_HANDLED_REQUESTS = 32
 MAX_REJECTED = 8
+MAX_HISTORY = 10
+
+# How a rollout ended, in its history entry.
+PROMOTED, ABORTED_OUTCOME, ABANDONED, REPLACED = "Promoted", "Aborted", "Abandoned", "Replaced"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,18 @@ class Rejection:
 
 
 @dataclass(frozen=True)
+class Finished:
+    """A past rollout: what it tried, how it ended and when."""
+
+    version: str
+    previous_version: str | None
+    outcome: str
+    reason: str
+    started_at: float | None
+    finished_at: float
+
+
+@dataclass(frozen=True)
 class CanaryState:
     """What status holds about rollouts: enough to resume one after a restart."""
 
@@ -109,6 +125,10 @@ class CanaryState:
     # The spec generation the current (or last) rollout started under.
     generation: int = 0
     message: str = ""
+    # When the current (or last) rollout started, in the caller's clock.
+    started_at: float | None = None
+    # Rollouts that ended, oldest first, at most MAX_HISTORY.
+    history: tuple[Finished, ...] = ()
 
 
 class Request(NamedTuple):
@@ -176,6 +196,12 @@ class _Run:
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event(warning, reason, message))
+
+    def record(self, outcome: str, reason: str) -> None:
+        """Close the rollout under way in the history; call before the state forgets its versions."""
+        state = self.state
+        entry = Finished(state.canary_version, state.stable_version, outcome, reason, state.started_at, self.now)
+        self.set(history=(*state.history, entry)[-MAX_HISTORY:])
 
     # Requests.
 
@@ -259,7 +285,10 @@ class _Run:
             else:
                 if state.phase == PROMOTING:
                     # It passed its steps and the stable track is already moving to it: keep it there.
+                    self.record(PROMOTED, f"passed its steps; version {desired} came while the stable track took it")
                     self.set(stable_version=state.canary_version, last_promoted=state.canary_version)
+                else:
+                    self.record(REPLACED, f"version {desired} replaced it at step {state.step_index + 1}")
                 self._start(replacing=state.canary_version)
                 return
         if desired == self.state.stable_version:
@@ -288,6 +317,7 @@ class _Run:
             pause_started_at=None,
             requested_weight=0,
             canary_replicas_override=None,
+            started_at=self.now,
         )
         if replacing is None:
             self.event("RolloutStarted", f"canary of version {version} beside version {self.state.stable_version}")
@@ -298,6 +328,7 @@ class _Run:
     def _abandon(self) -> None:
         dropped = self.state.canary_version
         message = f"version {self.seen.desired_version} is wanted instead of {dropped}: rollout of {dropped} abandoned"
+        self.record(ABANDONED, f"the reference moved to version {self.seen.desired_version}")
         self.set(phase=COMPLETED, canary_version=None, paused_manually=False, pause_started_at=None, message=message)
         self.event("RolloutAbandoned", message)
 
@@ -310,6 +341,7 @@ class _Run:
             message = f"version {version} {reason}: the stable track rolls back to version {stable}"
         else:
             message = f"version {version} {reason}: all traffic back to version {stable}"
+        self.record(ABORTED_OUTCOME, reason)
         self.set(
             phase=ABORTED,
             rejected=rejected[-MAX_REJECTED:],
@@ -398,6 +430,7 @@ class _Run:
         version, stable = self.state.canary_version, self.seen.stable
         if stable is not None and stable.version == version and stable.rolled_out:
             message = f"version {version} promoted: every stable pod runs it; the canary is scaled to zero"
+            self.record(PROMOTED, "every stable pod runs it")
             self.set(
                 phase=COMPLETED,
                 stable_version=version,

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from ..api.spec import Rollout
 from ..api.status import Rejection as RejectionRecord
-from ..api.status import RolloutStatus
-from .canary import Analysis, CanaryState, Pause, Rejection, SetWeight, Step
+from ..api.status import RolloutRecord, RolloutStatus
+from .canary import Analysis, CanaryState, Finished, Pause, Rejection, SetWeight, Step
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -48,17 +48,24 @@ def moment(text: str | None) -> float | None:
 
 
 # Fields status holds as they are; the others are converted below.
-_PLAIN = [f.name for f in fields(CanaryState) if f.name not in ("step_started_at", "pause_started_at", "rejected", "handled_requests")]
+_TIMES = ("step_started_at", "pause_started_at", "started_at")
+_PLAIN = [f.name for f in fields(CanaryState) if f.name not in (*_TIMES, "rejected", "handled_requests", "history")]
 
 
 def to_status(state: CanaryState) -> RolloutStatus:
     return RolloutStatus(
         **{name: getattr(state, name) for name in _PLAIN},
-        step_started_at=timestamp(state.step_started_at),
-        pause_started_at=timestamp(state.pause_started_at),
+        **{name: timestamp(getattr(state, name)) for name in _TIMES},
         rejected=[RejectionRecord(version=r.version, reason=r.reason, generation=r.generation) for r in state.rejected],
         handled_requests=list(state.handled_requests),
-    )
+        history=[
+            RolloutRecord(
+                version=f.version, previous_version=f.previous_version, outcome=f.outcome, reason=f.reason,
+                started_at=timestamp(f.started_at), finished_at=timestamp(f.finished_at),
+            )
+            for f in state.history
+        ],
+    )  # fmt: skip
 
 
 def from_status(status: RolloutStatus | None) -> CanaryState | None:
@@ -66,8 +73,11 @@ def from_status(status: RolloutStatus | None) -> CanaryState | None:
         return None
     return CanaryState(
         **{name: getattr(status, name) for name in _PLAIN},
-        step_started_at=moment(status.step_started_at),
-        pause_started_at=moment(status.pause_started_at),
+        **{name: moment(getattr(status, name)) for name in _TIMES},
         rejected=tuple(Rejection(r.version, r.reason, r.generation) for r in status.rejected),
         handled_requests=tuple(status.handled_requests),
+        history=tuple(
+            Finished(h.version, h.previous_version, h.outcome, h.reason, moment(h.started_at), moment(h.finished_at))
+            for h in status.history
+        ),
     )
