@@ -98,8 +98,9 @@ class _Indexed:
     pod_index: kopf.Index
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
-        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers}
-        for body in index[kind].get((namespace, name), ()):
+        # Kinds with no index (an HTTPRoute, whose CRD may not be installed) are asked of the API server.
+        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers}.get(kind)
+        for body in index.get((namespace, name), ()) if index is not None else ():
             return body
         return None
 

@@ -33,6 +33,7 @@ from .rollout.images import image_refusal
 from .rollout.plan import Observations, Plan, apply_failed, plan, resolved_for
 from .rollout.tracks import TrackObservation
 from .settings import Settings
+from .traffic import ROUTERS, router_for
 
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -216,6 +217,7 @@ def _converge(
         resolution=resolution,
         stable=stable,
         autoscaler=cluster.get("HorizontalPodAutoscaler", owner.namespace, owner.name) is not None,
+        router=router_for(spec) if spec is not None else None,
         **pod_health,
     )
     decision = plan(spec, status, observed)
@@ -237,8 +239,9 @@ def _converge(
 
 def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, settings: Settings, cluster: Lookup) -> None:
     """Apply the plan's objects, or none at all when one of their names belongs to someone else."""
+    router = router_for(spec)
     desired = [
-        workload.service(owner, spec),
+        workload.service(owner, spec, canary_too=router.splits_by_pods),
         *(workload.track_service(owner, spec, track) for track in workload.TRACKS),
     ]
     if decision.serve is not None:
@@ -249,6 +252,7 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
     autoscaler = workload.autoscaler(owner, spec)
     if autoscaler is not None:
         desired.append(autoscaler)
+    desired.extend(router.objects(owner, spec, decision.canary_weight))
     pairs = [(want, _live(want, cluster)) for want in desired]
     for want, live in pairs:
         problem = live is not None and foreign(live, owner.uid, objects.FIELD_MANAGER)
@@ -258,6 +262,9 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
         objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
     if decision.remove_canary:
         objects.delete("apps/v1", "Deployment", owner.namespace, track_name(owner.name, CANARY))
+    if decision.retire_router is not None:
+        for api_version, kind, name in ROUTERS[decision.retire_router].owned(owner):
+            objects.delete(api_version, kind, owner.namespace, name)
     for want, live in pairs:
         objects.apply(want, live)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kubelet, kube-proxy), kwok, helm and the pod sandbox's pause from their pinned Go modules into a
-# cache outside the work tree. A component whose go.mod/go.sum and this script
+# kube-scheduler, kubectl, kubelet, kube-proxy), kwok, helm, the pod sandbox's pause and Traefik (the
+# Gateway API implementation the Gateway API router is tested with) from their pinned Go modules into a
+# cache outside the work tree, with the Gateway API CRDs of the version Traefik is built with. A component whose go.mod/go.sum and this script
 # are unchanged since its last build is not rebuilt.
 #
 # Usage: tests/cluster/build.sh            # prints the bin directory on the last line
@@ -51,6 +52,12 @@ build etcd "" .
 build pause "" .
 build kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$(module_version kwok sigs.k8s.io/kwok)" sigs.k8s.io/kwok/cmd/kwok
 build helm "-X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
+build traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=$(module_version traefik github.com/traefik/traefik/v3)" \
+  github.com/traefik/traefik/v3/cmd/traefik
+gateway_crds=$(cd "$here/go/traefik" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard
+if ! diff -rq "$gateway_crds" "$bin/gateway-api-crds" >/dev/null 2>&1; then
+  rm -rf "$bin/gateway-api-crds" && cp -r "$gateway_crds" "$bin/gateway-api-crds" && chmod -R u+w "$bin/gateway-api-crds"
+fi
 build kube "$kube_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \

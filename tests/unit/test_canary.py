@@ -20,6 +20,7 @@ from modelpilot.rollout.canary import (
     advance,
 )
 from modelpilot.rollout.tracks import TrackObservation
+from modelpilot.traffic.replica_ratio import ROUTER as REPLICA_RATIO
 
 STEPS = (SetWeight(10), Pause(60), Analysis(), SetWeight(50), Pause())
 
@@ -31,9 +32,9 @@ def track(version="1", replicas=3, ready=None, updated=None, total=None, current
     return TrackObservation("m", version, replicas, ready, updated, ready, total, current)
 
 
-def seen(desired="2", now=0.0, generation=1, replicas=3, stable="default", canary=None, requests=()) -> Observed:
+def seen(desired="2", now=0.0, generation=1, replicas=3, stable="default", canary=None, requests=(), router=REPLICA_RATIO) -> Observed:
     stable = track() if stable == "default" else stable
-    return Observed(desired, generation, now, replicas, stable, canary, tuple(Request(*r) for r in requests))
+    return Observed(desired, generation, now, replicas, router, stable, canary, tuple(Request(*r) for r in requests))
 
 
 def restart(state: CanaryState) -> CanaryState:

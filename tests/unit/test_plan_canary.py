@@ -3,6 +3,8 @@ runs, status and Events. The state machine's own transitions: test_canary.py."""
 
 from __future__ import annotations
 
+import pytest
+
 from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.registry.resolution import Resolution
@@ -10,6 +12,7 @@ from modelpilot.rollout.conditions import get_condition
 from modelpilot.rollout.plan import Observations, plan
 from modelpilot.rollout.canary import Request
 from modelpilot.rollout.tracks import TrackObservation
+from modelpilot.traffic import router_for
 
 STEPS = [{"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50}]
 SPEC = ModelDeploymentSpec.model_validate({
@@ -26,10 +29,11 @@ def track(name, version, replicas, ready=None) -> TrackObservation:
     return TrackObservation(name, version, replicas, ready, replicas, ready, replicas, True)
 
 
-def observe(model, clock, stable=None, canary=None, generation=1) -> Observations:
+def observe(model, clock, stable=None, canary=None, generation=1, spec=SPEC) -> Observations:
     return Observations(
-        generation=generation, now="t", clock=clock, resolution=Resolution(model=model), stable=stable, canary=canary
-    )
+        generation=generation, now="t", clock=clock, resolution=Resolution(model=model), stable=stable, canary=canary,
+        router=router_for(spec),
+    )  # fmt: skip
 
 
 def reason(status, type_):
@@ -107,9 +111,81 @@ def test_an_abort_during_promotion_puts_the_stable_version_back_on_the_stable_tr
     half_way = track("m", "2", 3, ready=1)
     aborting = Observations(
         generation=1, now="t", clock=clock + 1, resolution=Resolution(model=V2), stable=half_way, canary=canary,
-        requests=(Request("r1", "abort"),),
+        requests=(Request("r1", "abort"),), router=router_for(SPEC),
     )
     aborted = plan(SPEC, ModelDeploymentStatus.model_validate(promoting.status.to_wire()), aborting)
     assert aborted.status.rollout.phase == "Aborted"
     assert aborted.serve == V1  # rendered from the model kept in status, source and run included
     assert aborted.remove_canary and aborted.status.phase == "Degraded"
+
+
+# The Gateway API router.
+
+GATEWAY_SPEC = ModelDeploymentSpec.model_validate({
+    **SPEC.to_wire(), "replicas": 4,
+    "rollout": {"steps": STEPS, "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}}},
+})  # fmt: skip
+
+
+def test_with_a_gateway_the_canary_gets_the_exact_weight_once_its_pods_are_ready():
+    stable = track("m", "1", 4)
+    status = plan(GATEWAY_SPEC, ModelDeploymentStatus(), observe(V1, T0, stable=stable, spec=GATEWAY_SPEC)).status
+    assert status.traffic_router == "GatewayAPI"
+    started = plan(GATEWAY_SPEC, status, observe(V2, T0, stable=stable, spec=GATEWAY_SPEC))
+    # 25% of 4 stable pods is one canary pod; no traffic goes to it before it is ready.
+    assert (started.canary_replicas, started.canary_weight, started.status.canary.weight) == (1, 0, 0)
+    ready = plan(GATEWAY_SPEC, started.status, observe(V2, T0 + 1, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    assert (ready.canary_replicas, ready.canary_weight, ready.status.canary.weight) == (1, 25, 25)
+    assert ready.status.rollout.step_index == 1  # the pause began with the weight in place
+    later = plan(GATEWAY_SPEC, ready.status, observe(V2, T0 + 22, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    # 50%: two pods, one ready so far, so half the weight.
+    assert (later.canary_replicas, later.canary_weight) == (2, 25)
+    both = plan(GATEWAY_SPEC, later.status, observe(V2, T0 + 23, stable=stable, canary=track("m-canary", "2", 2), spec=GATEWAY_SPEC))
+    assert both.status.rollout.phase == "Promoting" and both.canary_weight == 50
+
+
+def test_a_canary_pod_of_the_replaced_version_gets_no_gateway_traffic():
+    stable = track("m", "1", 4)
+    status = plan(GATEWAY_SPEC, ModelDeploymentStatus(), observe(V1, T0, stable=stable, spec=GATEWAY_SPEC)).status
+    status = plan(GATEWAY_SPEC, status, observe(V2, T0, stable=stable, spec=GATEWAY_SPEC)).status
+    v3 = ResolvedModel(name="m", version="3", source="s3", alias="champion")
+    replaced = plan(GATEWAY_SPEC, status, observe(v3, T0 + 1, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    assert replaced.canary == v3 and replaced.canary_weight == 0
+
+
+def test_switching_routers_retires_the_objects_of_the_old_one():
+    stable = track("m", "1", 4)
+    on_gateway = plan(GATEWAY_SPEC, ModelDeploymentStatus(), observe(V1, T0, stable=stable, spec=GATEWAY_SPEC))
+    assert on_gateway.retire_router is None
+    back = plan(SPEC, on_gateway.status, observe(V1, T0, stable=stable))
+    assert (back.retire_router, back.status.traffic_router) == ("GatewayAPI", "ReplicaRatio")
+    again = plan(SPEC, back.status, observe(V1, T0, stable=stable))
+    assert again.retire_router is None
+
+
+def test_with_a_gateway_an_ended_rollout_keeps_the_canary_pods_for_the_scale_down_delay():
+    stable = track("m", "1", 4)
+    status = plan(GATEWAY_SPEC, ModelDeploymentStatus(), observe(V1, T0, stable=stable, spec=GATEWAY_SPEC)).status
+    running = plan(GATEWAY_SPEC, status, observe(V2, T0, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    aborting = Observations(
+        generation=1, now="t", clock=T0 + 5, resolution=Resolution(model=V2), stable=stable,
+        canary=track("m-canary", "2", 1), requests=(Request("a1", "abort"),), router=router_for(GATEWAY_SPEC),
+    )  # fmt: skip
+    aborted = plan(GATEWAY_SPEC, running.status, aborting)
+    # The route sends nothing to the canary at once; its pods go 10 s later (the default delay).
+    assert aborted.status.rollout.phase == "Aborted" and aborted.canary_weight == 0
+    assert not aborted.remove_canary and aborted.canary is None and aborted.requeue_after == 10
+    later = plan(GATEWAY_SPEC, aborted.status, observe(V2, T0 + 9, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    assert not later.remove_canary and later.requeue_after == pytest.approx(6)
+    gone = plan(GATEWAY_SPEC, later.status, observe(V2, T0 + 15, stable=stable, canary=track("m-canary", "2", 1), spec=GATEWAY_SPEC))
+    assert gone.remove_canary and gone.requeue_after is None
+
+
+def test_with_replica_ratio_an_aborted_canary_goes_at_once():
+    stable = track("m", "1", 3)
+    running = plan(SPEC, serving_v1(), observe(V2, T0, stable=stable, canary=track("m-canary", "2", 1)))
+    aborting = Observations(
+        generation=1, now="t", clock=T0 + 5, resolution=Resolution(model=V2), stable=stable,
+        canary=track("m-canary", "2", 1), requests=(Request("a1", "abort"),), router=router_for(SPEC),
+    )  # fmt: skip
+    assert plan(SPEC, running.status, aborting).remove_canary

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from modelpilot.api import ModelDeploymentSpec, ModelDeploymentStatus
+from modelpilot.api.base import seconds
 from modelpilot.rollout import records
 from modelpilot.rollout.canary import Analysis, CanaryState, Finished, Pause, Rejection, SetWeight
 
 
 @pytest.mark.parametrize("text, expected", [("20s", 20), ("1m30s", 90), ("250ms", 0.25), ("1h", 3600), ("1.5m", 90)])
 def test_durations(text, expected):
-    assert records.seconds(text) == expected
+    assert seconds(text) == expected
 
 
 def test_spec_steps_read_as_state_machine_steps():

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from modelpilot.rollout.weights import canary_replicas, describe, effective_weight
+from modelpilot.traffic.replica_ratio import canary_replicas, describe, effective_weight
 
 
 def closest_by_search(weight: int, stable: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -14,6 +15,13 @@ PLURAL = "modeldeployments"
 
 # Go-style durations as Kubernetes writes them: 30s, 5m, 1h30m, 250ms.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
+def seconds(duration: str) -> float:
+    """A duration as the CRD accepts it (`90s`, `1m30s`, `250ms`) in seconds."""
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(duration))
 
 
 def cel(rule: str, message: str) -> dict[str, str]:

@@ -196,11 +196,58 @@ class Analysis(ApiModel):
     checks: list[Check] = Field(default_factory=list, max_length=32, description="The checks the canary must pass.")
 
 
+class ParentRef(ApiModel):
+    """A Gateway (or one of its listeners) the model's HTTPRoute attaches to, as Gateway API names it."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Gateway.")
+    namespace: str | None = Field(
+        None, min_length=1, max_length=63, description="Namespace of the Gateway. Defaults to the ModelDeployment's."
+    )
+    section_name: str | None = Field(
+        None, min_length=1, max_length=253, description="The Gateway listener to attach to. Defaults to every listener."
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="Attach to the Gateway's listeners on this port only.")
+
+
+class GatewayAPIRouting(ApiModel):
+    """Split traffic with a Gateway API HTTPRoute the operator owns: per-track Services as weighted backends."""
+
+    parent_refs: list[ParentRef] = Field(
+        min_length=1, max_length=32, description="The Gateways the HTTPRoute attaches to."
+    )
+    hostnames: list[str] = Field(
+        default_factory=list, max_length=16, description="Host names the HTTPRoute answers. Empty answers every host."
+    )
+    path: str = Field("/", pattern=r"^/", max_length=1024, description="Path prefix the HTTPRoute matches.")
+    scale_down_delay: str = Field(
+        "10s",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long canary pods outlive the end of a rollout once the HTTPRoute sends them nothing, so the "
+            "Gateway has seen the new weights before their endpoints go."
+        ),
+    )
+
+
+class TrafficRouting(ApiModel):
+    """How a canary's weight becomes its share of requests. Without a router, by the ratio of ready pods."""
+
+    gateway_api: GatewayAPIRouting | None = Field(
+        None,
+        alias="gatewayAPI",
+        description="Split through a Gateway API HTTPRoute, at the exact weight of each step.",
+    )
+
+
 class Rollout(ApiModel):
     """How a new model version replaces the serving one. Without steps it replaces it at once."""
 
     steps: list[RolloutStep] = Field(default_factory=list, max_length=64, description="Canary steps, run in order.")
     analysis: Analysis = Field(default_factory=Analysis, description="How analysis steps judge the canary.")
+    traffic_routing: TrafficRouting = Field(
+        default_factory=TrafficRouting,
+        description="The traffic router. Without one, the canary's share is its share of ready pods (replica ratio).",
+    )
 
 
 class ModelDeploymentSpec(ApiModel):

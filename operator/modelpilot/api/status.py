@@ -118,6 +118,9 @@ class ModelDeploymentStatus(ApiModel):
     stable: StableTrackStatus | None = Field(None, description="The track serving the last good version.")
     canary: CanaryStatus | None = Field(None, description="The track serving a new version under judgement.")
     rollout: RolloutStatus | None = Field(None, description="The canary rollout's progress, when steps are set.")
+    traffic_router: Literal["ReplicaRatio", "GatewayAPI"] | None = Field(
+        None, description="The traffic router in use: ReplicaRatio, or GatewayAPI (an HTTPRoute of the model's name)."
+    )
     replicas: int = Field(0, description="Pods of all tracks.")
     ready_replicas: int = Field(0, description="Pods of all tracks ready to serve.")
     conditions: list[Condition] = Field(

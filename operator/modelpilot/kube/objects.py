@@ -21,6 +21,7 @@ _PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "HTTPRoute": "httproutes",
     "Secret": "secrets",
     "ModelDeployment": "modeldeployments",
     "Event": "events",
@@ -74,6 +75,8 @@ class ApplyRefused(Exception):
         except (ValueError, AttributeError):
             explanation = exc.reason
         text = f"could not apply {desired['kind']} {meta['namespace']}/{meta['name']}: HTTP {exc.status}: {explanation}"
+        if exc.status == 404:
+            text += f" (does the API server serve {desired['apiVersion']}? Its CRDs may not be installed)"
         return cls(" ".join(text.split())[:512])
 
 

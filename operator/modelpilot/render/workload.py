@@ -23,6 +23,7 @@ from .owner import Owner
 from .pod import pod_fields, template_metadata
 
 TRACKS = (STABLE, CANARY)
+SERVICE_PORT = 80
 RUN_AS = 10001
 PRE_STOP_SECONDS = 5
 # A container that dies before writing its termination message (a bad flag, a crash at import) still
@@ -156,16 +157,18 @@ def _probe(path: str, port: int, period: int, failures: int = 3) -> dict:
     }
 
 
-def service(owner: Owner, spec: ModelDeploymentSpec) -> dict:
-    """The Service in front of every track: clients call this name whatever version serves."""
+def service(owner: Owner, spec: ModelDeploymentSpec, canary_too: bool = True) -> dict:
+    """The model's Service: clients call this name whatever version serves. It selects the pods of both
+    tracks when the canary's share is its share of pods (`canary_too`), else the stable track's only."""
+    selector = selector_labels(owner.name) if canary_too else track_selector(owner.name, STABLE)
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": owner.metadata(owner.name, common_labels(owner.name, spec.model.name)),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(owner.name),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "selector": selector,
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
 
@@ -177,13 +180,17 @@ def track_service(owner: Owner, spec: ModelDeploymentSpec, track: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": owner.metadata(f"{owner.name}-{track}", labels),
+        "metadata": owner.metadata(track_service_name(owner.name, track), labels),
         "spec": {
             "type": "ClusterIP",
             "selector": track_selector(owner.name, track),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def track_service_name(name: str, track: str) -> str:
+    return f"{name}-{track}"
 
 
 def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict | None:

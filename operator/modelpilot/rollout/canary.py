@@ -36,10 +36,12 @@ Rules decided here:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 from .tracks import TrackObservation
-from .weights import canary_replicas, describe
+
+if TYPE_CHECKING:
+    from ..traffic import Router
 
 PROGRESSING, PAUSED, PROMOTING, COMPLETED, ABORTED = "Progressing", "Paused", "Promoting", "Completed", "Aborted"
 STEPPING = (PROGRESSING, PAUSED)
@@ -146,6 +148,8 @@ class Observed:
     now: float
     # Pods the stable track runs: spec.replicas, or with autoscaling the autoscaler's current count.
     replicas: int
+    # How a weight becomes pods and a share of requests (the shell picks it from the spec).
+    router: Router
     stable: TrackObservation | None = None
     canary: TrackObservation | None = None
     requests: tuple[Request, ...] = ()
@@ -454,10 +458,10 @@ class _Run:
     # Result.
 
     def _canary_count(self) -> int:
-        return canary_replicas(self.state.requested_weight, self.seen.replicas, self.state.canary_replicas_override)
+        return self.seen.router.canary_pods(self.state.requested_weight, self.seen.replicas, self.state.canary_replicas_override)
 
     def _split(self) -> str:
-        return describe(self.state.requested_weight, self._canary_count(), self.seen.replicas)
+        return self.seen.router.describe(self.state.requested_weight, self._canary_count(), self.seen.replicas)
 
     def decision(self) -> Decision:
         state = self.state

@@ -8,6 +8,7 @@ branch is a plain unit test.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..api.spec import ModelDeploymentSpec
 from ..api.status import CanaryStatus, ModelDeploymentStatus, ResolvedModel, StableTrackStatus
@@ -17,7 +18,9 @@ from . import canary, records
 from .conditions import get_condition, set_condition
 from .health import StartFailure
 from .tracks import TrackObservation
-from .weights import effective_weight
+
+if TYPE_CHECKING:
+    from ..traffic import Router
 
 @dataclass(frozen=True)
 class Observations:
@@ -41,6 +44,8 @@ class Observations:
     clock: float = 0.0
     # Manual rollout requests on the object (rollout/requests.py).
     requests: tuple = ()
+    # The spec's traffic router (traffic/); the shell picks it, and a canary needs one.
+    router: Router | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,10 @@ class Plan:
     requeue_after: float | None = None
     # (warning, reason, message) of what the rollout did, for Events.
     events: tuple = ()
+    # Percent of requests the router's objects send to the canary track.
+    canary_weight: int = 0
+    # The router whose objects go: another one took over (status.trafficRouter names the one in use).
+    retire_router: str | None = None
 
 
 def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observed: Observations) -> Plan | None:
@@ -77,10 +86,21 @@ def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observ
         return _plan_failure(status, observed, resolution)
     remove_autoscaler = observed.autoscaler and spec is not None and spec.autoscaling is None
     if spec is not None and spec.rollout.steps:
-        return replace(_plan_canary(spec, status, observed, resolution.model), remove_autoscaler=remove_autoscaler)
-    decision = _plan_resolved(status, observed, resolution.model)
-    # Steps removed mid-rollout: the stable track takes the version at once, and no canary is left.
-    return replace(decision, remove_autoscaler=remove_autoscaler, remove_canary=observed.canary is not None)
+        decision = replace(_plan_canary(spec, status, observed, resolution.model), remove_autoscaler=remove_autoscaler)
+    else:
+        decision = _plan_resolved(status, observed, resolution.model)
+        # Steps removed mid-rollout: the stable track takes the version at once, and no canary is left.
+        decision = replace(decision, remove_autoscaler=remove_autoscaler, remove_canary=observed.canary is not None)
+    return _with_router(decision, status, observed)
+
+
+def _with_router(decision: Plan, status: ModelDeploymentStatus, observed: Observations) -> Plan:
+    """Record the router in use, and retire the objects of the one it replaced."""
+    if observed.router is None:
+        return decision
+    decision.status.traffic_router = observed.router.name
+    before = status.traffic_router
+    return replace(decision, retire_router=before if before not in (None, observed.router.name) else None)
 
 
 def resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
@@ -205,7 +225,8 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         records.from_status(status.rollout),
         canary.Observed(
             desired_version=model.version, generation=observed.generation, now=observed.clock,
-            replicas=replicas, stable=stable, canary=observed.canary, requests=observed.requests,
+            replicas=replicas, router=observed.router, stable=stable, canary=observed.canary,
+            requests=observed.requests,
         ),
     )  # fmt: skip
     state = decision.state
@@ -232,16 +253,35 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
     new.rollout = records.to_status(state)
     new.rollout.stable_model = stable_model
     runs_canary = decision.canary_version_to_run is not None
-    new.canary = _canary_status(decision, observed, replicas) if runs_canary else None
+    weight = _canary_weight(observed, decision, replicas) if runs_canary else 0.0
+    new.canary = _canary_status(decision, observed, weight) if runs_canary else None
+    linger = 0.0 if runs_canary or observed.canary is None else _linger(spec, state, observed)
     return Plan(
         status=new,
         serve=serve,
         canary=model if decision.canary_version_to_run == model.version else None,
         canary_replicas=decision.canary_replicas,
-        remove_canary=not runs_canary and observed.canary is not None,
-        requeue_after=decision.requeue_after,
+        remove_canary=not runs_canary and observed.canary is not None and linger == 0,
+        requeue_after=min((t for t in (decision.requeue_after, linger or None) if t is not None), default=None),
         events=tuple(decision.events),
+        canary_weight=int(weight),
     )
+
+
+def _linger(spec: ModelDeploymentSpec, state, observed: Observations) -> float:
+    """Seconds the canary's pods still stay after the rollout ended, while the router stops sending to them."""
+    if not state.history:
+        return 0.0
+    left = state.history[-1].finished_at + observed.router.scale_down_delay(spec) - observed.clock
+    return max(0.0, left)
+
+
+def _canary_weight(observed: Observations, decision, stable_replicas: int) -> float:
+    """The canary's share of requests, as the router splits them with the canary pods that are ready."""
+    live = observed.canary
+    fresh = live is not None and live.current and live.version == decision.canary_version_to_run
+    ready = min(live.ready_replicas, live.updated_replicas) if fresh else 0
+    return observed.router.effective_weight(decision.state.requested_weight, stable_replicas, decision.canary_replicas, ready)
 
 
 def _stable_model(status: ModelDeploymentStatus, state, model: ResolvedModel) -> ResolvedModel | None:
@@ -253,14 +293,14 @@ def _stable_model(status: ModelDeploymentStatus, state, model: ResolvedModel) ->
     return None
 
 
-def _canary_status(decision, observed: Observations, stable_replicas: int) -> CanaryStatus:
+def _canary_status(decision, observed: Observations, weight: float) -> CanaryStatus:
     live, stable = observed.canary, observed.stable
     return CanaryStatus(
         version=decision.canary_version_to_run,
         deployment=live.name if live is not None else track_name(stable.name, CANARY) if stable is not None else "",
         replicas=decision.canary_replicas,
         ready_replicas=live.ready_replicas if live is not None else 0,
-        weight=round(effective_weight(stable_replicas, decision.canary_replicas)),
+        weight=round(weight),
         step=decision.state.step_index,
     )
 

@@ -6,23 +6,14 @@ camelCase fields, so that people can read it and an operator restarted anywhere 
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from datetime import datetime, timezone
 
+from ..api.base import seconds
 from ..api.spec import Rollout
 from ..api.status import Rejection as RejectionRecord
 from ..api.status import RolloutRecord, RolloutStatus
 from .canary import Analysis, CanaryState, Finished, Pause, Rejection, SetWeight, Step
-
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-
-
-def seconds(duration: str) -> float:
-    """A duration as the CRD accepts it (`90s`, `1m30s`, `250ms`) in seconds."""
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _DURATION_PART.findall(duration))
-
 
 def steps(rollout: Rollout) -> tuple[Step, ...]:
     """The spec's steps as the state machine reads them."""

@@ -1,4 +1,4 @@
-"""Traffic split by replica ratio, pure: how many canary pods give the share of traffic a step asks for.
+"""The default router, replica ratio, pure: how many canary pods give the share of traffic a step asks for.
 
 With the default router one Service selects the pods of both tracks, so the canary's share of requests is
 its share of ready pods: canary / (stable + canary). The stable track keeps the spec's replicas for the
@@ -17,6 +17,9 @@ whole rollout (the canary is surge on top), so a weight maps to a whole number o
 from __future__ import annotations
 
 from fractions import Fraction
+
+from ..api.spec import ModelDeploymentSpec
+from ..render.owner import Owner
 
 
 def canary_replicas(weight: int, stable_replicas: int, override: int | None = None) -> int:
@@ -55,3 +58,31 @@ def describe(requested: int, canary: int, stable: int) -> str:
     elif requested > 50 and 0 < canary == stable:
         text += " (a replica-ratio split gives the canary at most as many pods as stable until promotion)"
     return text
+
+
+class ReplicaRatio:
+    """The model's Service selects both tracks: no object of its own carries the split."""
+
+    name = "ReplicaRatio"
+    splits_by_pods = True
+
+    def canary_pods(self, weight: int, stable_replicas: int, override: int | None) -> int:
+        return canary_replicas(weight, stable_replicas, override)
+
+    def effective_weight(self, weight: int, stable_replicas: int, canary_pods: int, canary_ready: int) -> float:
+        return effective_weight(stable_replicas, canary_pods)
+
+    def describe(self, weight: int, canary_pods: int, stable_replicas: int) -> str:
+        return describe(weight, canary_pods, stable_replicas)
+
+    def objects(self, owner: Owner, spec: ModelDeploymentSpec, canary_weight: int) -> list[dict]:
+        return []
+
+    def owned(self, owner: Owner) -> list[tuple[str, str, str]]:
+        return []
+
+    def scale_down_delay(self, spec: ModelDeploymentSpec) -> float:
+        return 0.0  # removing the pods is the routing change; their preStop pause covers kube-proxy's lag
+
+
+ROUTER = ReplicaRatio()
