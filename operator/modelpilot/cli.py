@@ -99,7 +99,10 @@ def _get(api, namespace: str, name: str) -> dict:
 
 
 def _request(api, namespace: str, name: str, action: str, full: bool, timeout: float) -> int:
-    _get(api, namespace, name)
+    body = _get(api, namespace, name)
+    if not ((body.get("spec") or {}).get("rollout") or {}).get("steps"):
+        # Without steps a new version replaces the old one at once: there is no rollout to steer.
+        raise Failure(f'modeldeployment "{name}" has no spec.rollout.steps: there is no canary to {action}')
     request_id = uuid.uuid4().hex[:12]
     patch = {"metadata": {"annotations": {REQUEST_ANNOTATION: encode(request_id, action, full)}}}
     try:

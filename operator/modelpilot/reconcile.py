@@ -207,6 +207,8 @@ def _converge(
             "ready_versions": health.ready_versions(live_stable, pods, LABEL_MODEL_VERSION),
             "lingering_pods": health.lingering_pods(live_stable, pods, LABEL_MODEL_VERSION),
         }
+    if live_canary is not None:
+        pod_health["canary_start_failure"] = health.start_failure(live_canary, cluster.pods(owner.namespace, owner.name), LABEL_MODEL_VERSION)
     moment = datetime.now(timezone.utc)
     observed = Observations(
         generation=meta.get("generation", 1),

@@ -710,5 +710,9 @@ def test_kubectl_modelpilot_aborts_retries_pauses_resumes_and_promotes(
     _, promoted_row, aborted_row = history.stdout.splitlines()
     assert promoted_row.split()[:3] == ["2", "1", "Promoted"]
     assert aborted_row.split()[:3] == ["2", "1", "Aborted"] and "aborted by request" in aborted_row
+    kubectl("apply", "-f", "-", check=True,
+            input=manifest(ns, "plain", mlflow.uri, {"name": registered_model, "version": "1"}, replicas=0))  # fmt: skip
+    refused = plugin(kube_cluster, "promote", "plain", "-n", ns)
+    assert refused.returncode == 1 and "has no spec.rollout.steps: there is no canary to promote" in refused.stderr
     missing = plugin(kube_cluster, "status", "nobody", "-n", ns)
     assert missing.returncode == 1 and 'modeldeployment "nobody" not found' in missing.stderr

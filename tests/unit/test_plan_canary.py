@@ -189,3 +189,23 @@ def test_with_replica_ratio_an_aborted_canary_goes_at_once():
         canary=track("m-canary", "2", 1), requests=(Request("a1", "abort"),), router=router_for(SPEC),
     )  # fmt: skip
     assert plan(SPEC, running.status, aborting).remove_canary
+
+
+def test_a_canary_that_cannot_start_holds_the_rollout_and_says_why_while_stable_serves():
+    from modelpilot.rollout.health import StartFailure
+
+    stable = track("m", "1", 3)
+    started = plan(SPEC, serving_v1(), observe(V2, T0, stable=stable))
+    crashing = StartFailure("CrashLoopBackOff", "container model-server exited with code 1: boom")
+    seen = Observations(
+        generation=1, now="t", clock=T0 + 30, resolution=Resolution(model=V2), stable=stable,
+        canary=track("m-canary", "2", 1, ready=0), canary_start_failure=crashing, router=router_for(SPEC),
+    )  # fmt: skip
+    stuck = plan(SPEC, started.status, seen)
+    assert stuck.status.rollout.phase == "Progressing" and stuck.status.rollout.step_index == 0
+    assert stuck.status.phase == "Degraded" and reason(stuck.status, "Degraded") == "CrashLoopBackOff"
+    assert get_condition(stuck.status.conditions, "Ready").status == "True"  # version 1 still serves
+    assert stuck.status.message.startswith("canary version 2 cannot start: container model-server exited with code 1: boom")
+    assert stuck.canary == V2 and stuck.serve == V1  # nothing promoted or torn down
+    recovered = plan(SPEC, stuck.status, observe(V2, T0 + 40, stable=stable, canary=track("m-canary", "2", 1)))
+    assert recovered.status.phase == "Progressing" and reason(recovered.status, "Degraded") == "Healthy"

@@ -32,6 +32,8 @@ class Observations:
     stable: TrackObservation | None = None
     # Why the pods of the stable Deployment's current template cannot start (rollout/health.py).
     start_failure: StartFailure | None = None
+    # Why the pods of the canary Deployment's current template cannot start.
+    canary_start_failure: StartFailure | None = None
     # Model versions with ready pods on the stable track: who still serves while a new version fails.
     ready_versions: tuple[str, ...] = ()
     # Pods of another version still on the stable track, stopping ones included.
@@ -236,17 +238,27 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
     else:
         new, cond = _resolved_base(status, observed, model)
         serving = stable is not None and stable.ready_replicas > 0
+        stuck = _stuck_track(state, observed)
+        new.message = state.message
         if state.phase == canary.ABORTED:
             cond("Degraded", True, "RolloutAborted", state.message)
             cond("Progressing", False, "RolloutAborted", state.message)
             cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", state.message)
             new.phase = "Degraded"
+        elif stuck is not None:
+            # The rollout holds where it is (nothing is promoted or aborted on its own), and says why.
+            track, failure = stuck
+            summary = f"{track} version {state.canary_version} cannot start: {failure.message}; {state.message}"
+            cond("Degraded", True, failure.reason, summary)
+            cond("Progressing", False, failure.reason, summary)
+            cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", summary)
+            new.phase = "Degraded"
+            new.message = summary
         else:
             cond("Degraded", False, "Healthy", "")
             cond("Progressing", True, _CANARY_REASONS[state.phase], state.message)
             cond("Ready", False, "CanaryInProgress", state.message)
             new.phase = "Progressing"
-        new.message = state.message
     # The stable track runs the version the state machine says: the new one once promoted, else the one
     # that served before (which also takes back a stable track an abort during promotion left half-way).
     serve = next((m for m in (model, stable_model) if m is not None and m.version == decision.stable_version_to_run), None)
@@ -266,6 +278,20 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         events=tuple(decision.events),
         canary_weight=int(weight),
     )
+
+
+def _stuck_track(state, observed: Observations) -> tuple[str, StartFailure] | None:
+    """The track whose new pods cannot start, and why: the canary while steps run, the stable track while
+    it takes the promoted version."""
+    if state.phase in canary.STEPPING and observed.canary_start_failure is not None:
+        live = observed.canary
+        if live is not None and live.version == state.canary_version:
+            return "canary", observed.canary_start_failure
+    if state.phase == canary.PROMOTING and observed.start_failure is not None:
+        live = observed.stable
+        if live is not None and live.version == state.canary_version:
+            return "promoted", observed.start_failure
+    return None
 
 
 def _linger(spec: ModelDeploymentSpec, state, observed: Observations) -> float:
