@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +17,10 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from .analysis import measure
+from .analysis.prometheus import PrometheusAuth, PrometheusProvider
 from .api import GROUP, KIND, VERSION, ModelDeploymentSpec, ModelDeploymentStatus
+from .api.base import seconds
 from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
@@ -30,7 +34,8 @@ from .render.owner import Owner
 from .rollout import health, requests
 from .rollout.conditions import notices
 from .rollout.images import image_refusal
-from .rollout.plan import Observations, Plan, apply_failed, plan, resolved_for
+from .rollout.judging import Measured
+from .rollout.plan import Observations, Plan, apply_failed, measurement_due, plan, resolved_for
 from .rollout.tracks import TrackObservation
 from .settings import Settings
 from .traffic import ROUTERS, router_for
@@ -134,9 +139,11 @@ class Reconciler:
                 status = memory.status or _parse_status(body.get("status"))
                 resolution = memory.newest(generation, resolution)
                 screened = _screen_image(spec, resolution, self.settings)
+                clock = time.time()
+                measured = await self._measure(meta, spec, status, clock) if measurement_due(spec, status, clock) else None
                 loop = asyncio.get_running_loop()
                 outcome = await loop.run_in_executor(
-                    self._kube, _converge, body, spec, status, screened, self.settings, cluster
+                    self._kube, _converge, body, spec, status, screened, self.settings, cluster, measured
                 )
                 if outcome is not None:
                     memory.status = outcome.status
@@ -146,6 +153,27 @@ class Reconciler:
         finally:
             if memory.gone and self._memory.get(uid) is memory and not memory.lock.locked():
                 del self._memory[uid]
+
+    async def _measure(self, meta: dict, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, clock: float) -> Measured:
+        """Measure the canary under way: every check over the last analysis interval, from Prometheus."""
+        analysis, rollout = spec.rollout.analysis, status.rollout
+        address = analysis.prometheus.address or self.settings.prometheus_address
+        if not address:
+            return Measured(clock, error="no Prometheus to ask: set spec.rollout.analysis.prometheus.address, or the operator's default")
+        auth = None
+        secret = analysis.prometheus.credentials_secret
+        if secret:
+            loop = asyncio.get_running_loop()
+            try:
+                data = await loop.run_in_executor(self._kube, objects.secret_data, meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
+            except objects.SecretValueNotText as exc:
+                return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret: {exc}")
+            if data is None:
+                return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret does not exist")
+            auth = PrometheusAuth.from_secret_data(data)
+        provider = PrometheusProvider(address, seconds(analysis.prometheus.timeout), auth)
+        taken = await measure.take(provider, analysis, meta["namespace"], meta["name"], rollout.canary_version, rollout.stable_version)
+        return Measured(clock, sample=taken.sample, measurements=taken.measurements, error=taken.error)
 
     async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> Resolution:
         credentials = None
@@ -192,6 +220,7 @@ def _converge(
     resolution: Resolution | None,
     settings: Settings,
     cluster: Lookup,
+    measured: Measured | None = None,
 ) -> Outcome | None:
     """The blocking part: read the live Deployment and pods, plan, apply what the plan says, write status."""
     meta = body["metadata"]
@@ -220,6 +249,7 @@ def _converge(
         stable=stable,
         autoscaler=cluster.get("HorizontalPodAutoscaler", owner.namespace, owner.name) is not None,
         router=router_for(spec) if spec is not None else None,
+        measured=measured,
         **pod_health,
     )
     decision = plan(spec, status, observed)

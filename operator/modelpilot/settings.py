@@ -21,6 +21,8 @@ class Settings:
     kube_workers: int = 8
     # Glob patterns the runtime image of every ModelDeployment must match; empty allows any image.
     allowed_images: tuple[str, ...] = ()
+    # The Prometheus canary analysis asks when a ModelDeployment names none.
+    prometheus_address: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -33,6 +35,7 @@ class Settings:
             registry_workers=int(env.get("MODELPILOT_REGISTRY_WORKERS", defaults.registry_workers)),
             kube_workers=int(env.get("MODELPILOT_KUBE_WORKERS", defaults.kube_workers)),
             allowed_images=_patterns(env.get("MODELPILOT_ALLOWED_IMAGES", "")),
+            prometheus_address=env.get("MODELPILOT_PROMETHEUS_ADDRESS") or None,
         )
 
 

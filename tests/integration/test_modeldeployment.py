@@ -513,6 +513,11 @@ def test_a_registry_outage_while_serving_stays_ready(kubectl, operator, mlflow, 
         ({"rollout": {"steps": [{"pause": {"duration": "soon"}}]}}, "spec.rollout.steps[0].pause.duration"),
         ({"mlflow": {"trackingUri": "mlflow:5000"}}, "spec.mlflow.trackingUri"),
         (
+            {"rollout": {"analysis": {"checks": [{"name": "c", "metric": 'up{pod="{{pod}}"}', "max": 1}]}}},
+            "a query template may only use the placeholders {{namespace}}, {{deployment}}, {{track}}, {{version}} and {{window}}",
+        ),
+        ({"rollout": {"analysis": {"onNoData": "Ignore"}}}, "spec.rollout.analysis.onNoData"),
+        (
             {"mlflow": {"trackingUri": "https://admin:pa55@mlflow:5000"}},
             "spec.mlflow.trackingUri: Forbidden: must not carry credentials (user:password@host)",
         ),
@@ -535,6 +540,14 @@ def test_schema_and_cel_reject_bad_specs_at_apply(kubectl, crds, namespace, spec
     result = kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_a_custom_query_template_with_known_placeholders_is_accepted(kubectl, crds, namespace):
+    body = yaml.safe_load(manifest(namespace, "custom-check", "http://mlflow:5000", {"name": "m", "version": "1"}))
+    template = 'sum(rate(errors{namespace="{{namespace}}",app="{{ deployment }}",track="{{track}}"}[{{window}}])) or vector(0)'
+    body["spec"]["rollout"] = {"analysis": {"checks": [{"name": "custom", "metric": template, "max": 1}]}}
+    result = kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    assert result.returncode == 0, result.stderr
 
 
 def test_pod_settings_are_accepted_and_their_deployment_reads_back_unchanged(kubectl, crds, namespace):

@@ -32,9 +32,11 @@ def track(version="1", replicas=3, ready=None, updated=None, total=None, current
     return TrackObservation("m", version, replicas, ready, updated, ready, total, current)
 
 
-def seen(desired="2", now=0.0, generation=1, replicas=3, stable="default", canary=None, requests=(), router=REPLICA_RATIO) -> Observed:
+def seen(desired="2", now=0.0, generation=1, replicas=3, stable="default", canary=None, requests=(), router=REPLICA_RATIO,
+         analysis=None, measured=None) -> Observed:  # fmt: skip
     stable = track() if stable == "default" else stable
-    return Observed(desired, generation, now, replicas, router, stable, canary, tuple(Request(*r) for r in requests))
+    requests = tuple(Request(*r) for r in requests)
+    return Observed(desired, generation, now, replicas, router, stable, canary, requests, analysis, measured)
 
 
 def restart(state: CanaryState) -> CanaryState:
@@ -173,15 +175,6 @@ def test_an_analysis_step_with_no_checks_passes_at_once_and_says_so():
     assert d.state.step_index == 3
     skipped = next(e for e in d.events if e.reason == "AnalysisSkipped")
     assert "step 3/5: analysis has no checks: passed" == skipped.message and not skipped.warning
-
-
-def test_an_analysis_step_with_checks_holds_until_promoted():
-    steps = (SetWeight(10), Analysis(checks=("error-rate",)), SetWeight(50))
-    d = advance(steps, at_step(1, steps), seen(now=5.0, canary=track("2", 1)))
-    assert (d.state.step_index, d.state.phase) == (1, "Paused")
-    assert "cannot run yet; promote to go on" in d.state.message
-    d = advance(steps, d.state, seen(now=6.0, canary=track("2", 1), requests=[("p", "promote")]))
-    assert d.state.step_index == 2
 
 
 # Promote.

@@ -63,6 +63,7 @@ def test_cel_rules_guard_what_the_schema_alone_cannot():
         "a labelSelector needs matchLabels or matchExpressions",
         "operators In and NotIn need values",
         "must not carry credentials (user:password@host)",
+        "a query template may only use the placeholders",
     ):
         assert message in text
 

@@ -21,10 +21,13 @@ def test_spec_steps_read_as_state_machine_steps():
         "mlflow": {"trackingUri": "http://mlflow"},
         "rollout": {"steps": [
             {"setWeight": 25}, {"pause": {"duration": "20s"}}, {"setWeight": 50, "canaryReplicas": 2},
-            {"pause": {}}, {"analysis": {}},
-        ]},
+            {"pause": {}}, {"analysis": {}}, {"analysis": {"duration": "2m"}},
+        ], "analysis": {"interval": "30s", "count": 3}},
     })  # fmt: skip
-    assert records.steps(spec.rollout) == (SetWeight(25), Pause(20.0), SetWeight(50, 2), Pause(None), Analysis(()))
+    # An analysis step takes analysis.count measurements, or one per interval of its duration.
+    assert records.steps(spec.rollout) == (
+        SetWeight(25), Pause(20.0), SetWeight(50, 2), Pause(None), Analysis((), 3), Analysis((), 4)
+    )
 
 
 def test_a_state_round_trips_through_the_status_written_to_the_api_server():

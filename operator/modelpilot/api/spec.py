@@ -128,7 +128,9 @@ class AnalysisStep(ApiModel):
     """Judge the canary with the rollout's analysis checks before going on."""
 
     duration: str | None = Field(
-        None, pattern=DURATION_PATTERN, description="How long to keep measuring before judging. Defaults to one interval."
+        None,
+        pattern=DURATION_PATTERN,
+        description="How long to keep measuring: the step takes one measurement per interval in it. Defaults to analysis.count measurements.",
     )
 
 
@@ -161,7 +163,26 @@ class RolloutStep(
 class PrometheusProvider(ApiModel):
     """A Prometheus server to query for the analysis metrics."""
 
-    address: str = Field(pattern=r"^https?://", description="Base URL of the Prometheus HTTP API.")
+    address: str | None = Field(
+        None, pattern=r"^https?://", description="Base URL of the Prometheus HTTP API. Defaults to the operator's."
+    )
+    credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "Secret in the same namespace: `token` (a bearer token) or `username` and `password` (basic auth), "
+            "and `ca.crt` to trust a private CA."
+        ),
+    )
+    timeout: str = Field("10s", pattern=DURATION_PATTERN, description="Bound on each query, connecting included.")
+
+
+# Every `{{` opens one of the placeholders a measurement fills in (analysis/queries.py).
+_KNOWN_PLACEHOLDERS_RULE = cel(
+    "self.matches('^([^{]|\\\\{[^{]|\\\\{\\\\{\\\\s*(namespace|deployment|track|version|window)\\\\s*\\\\}\\\\})*\\\\{?$')",
+    "a query template may only use the placeholders {{namespace}}, {{deployment}}, {{track}}, {{version}} and {{window}}",
+)
 
 
 class Check(
@@ -178,21 +199,54 @@ class Check(
     name: str = Field(min_length=1, max_length=63, description="Name of the check, shown in status and Events.")
     metric: str = Field(
         min_length=1,
-        description="A built-in metric (errorRate, latencyP50, latencyP99, requestRate, drift) or a PromQL query.",
+        max_length=4096,
+        description=(
+            "A built-in metric (errorRate, latencyP50, latencyP99, predictionErrorRate, drift) or a PromQL query "
+            "template with the placeholders {{namespace}}, {{deployment}}, {{track}}, {{version}} and {{window}}."
+        ),
+        json_schema_extra={"x-kubernetes-validations": [_KNOWN_PLACEHOLDERS_RULE]},
     )
     max: float | None = Field(None, description="The canary fails when the metric is above this value.")
     min: float | None = Field(None, description="The canary fails when the metric is below this value.")
     max_relative_to_stable: float | None = Field(
-        None, gt=0, description="The canary fails when the metric exceeds the stable track's value times this factor."
+        None,
+        gt=0,
+        description=(
+            "The canary fails when the metric exceeds the stable track's value over the same window times this "
+            "factor (built-in errorRate, latency and predictionErrorRate, and custom queries)."
+        ),
     )
 
 
 class Analysis(ApiModel):
     """How canaries are judged: which metrics, from where, how often, how many failures are tolerated."""
 
-    prometheus: PrometheusProvider | None = Field(None, description="Prometheus server the metrics come from.")
-    interval: str = Field("30s", pattern=DURATION_PATTERN, description="How often the checks are measured.")
+    prometheus: PrometheusProvider = Field(
+        default_factory=PrometheusProvider, description="Prometheus server the metrics come from."
+    )
+    interval: str = Field(
+        "30s",
+        pattern=DURATION_PATTERN,
+        description="How often the checks are measured, and the window each measurement covers.",
+    )
+    count: int = Field(3, ge=1, le=100, description="Passing measurements an analysis step needs, unless it sets a duration.")
     failure_limit: int = Field(0, ge=0, le=100, description="Failed measurements tolerated before rolling back.")
+    inconclusive_limit: int = Field(
+        2, ge=0, le=100, description="Inconclusive measurements tolerated (each pauses the rollout) before rolling back."
+    )
+    min_sample_size: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description="Requests the canary must have answered in the window before any verdict; until then the rollout waits.",
+    )
+    on_no_data: Literal["Inconclusive", "Fail", "Pass"] = Field(
+        "Inconclusive",
+        description="The verdict when a query returns no series or NaN. Provider errors are always inconclusive.",
+    )
+    background: bool = Field(
+        True, description="Measure through the whole rollout, not only at analysis steps: a failure rolls back at any step."
+    )
     checks: list[Check] = Field(default_factory=list, max_length=32, description="The checks the canary must pass.")
 
 

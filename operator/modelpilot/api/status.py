@@ -72,12 +72,40 @@ class RolloutRecord(ApiModel):
 
     version: str = Field(description="The version rolled out.")
     previous_version: str | None = Field(None, description="The stable version when it started.")
-    outcome: Literal["Promoted", "Aborted", "Abandoned", "Replaced"] = Field(
-        description="Promoted, Aborted, Abandoned (the reference moved back) or Replaced (a newer version came)."
+    outcome: Literal["Promoted", "Aborted", "RolledBack", "Abandoned", "Replaced"] = Field(
+        description=(
+            "Promoted, Aborted (by a request), RolledBack (by the analysis), Abandoned (the reference moved back) "
+            "or Replaced (a newer version came)."
+        )
     )
     reason: str = Field("", description="Why it ended so, for people.")
     started_at: str | None = Field(None, description="When it started, RFC 3339.")
     finished_at: str = Field(description="When it ended, RFC 3339.")
+
+
+class MeasurementRecord(ApiModel):
+    """One check's verdict in one measurement."""
+
+    at: str = Field(description="When it was measured, RFC 3339.")
+    check: str = Field(description="The check's name.")
+    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(description="Pass, Fail or Inconclusive.")
+    value: float | None = Field(None, description="The canary's value; absent when there was none.")
+    stable_value: float | None = Field(None, description="The stable track's value over the same window, for relative bounds.")
+    bound: str = Field("", description="The bounds the value was held to, such as `max 0.05, max 1.2 x stable (0.031)`.")
+    reason: str = Field("", description="Why it failed or was inconclusive.")
+
+
+class AnalysisStatus(ApiModel):
+    """The metric analysis of the current or last rollout."""
+
+    next_measurement_at: str = Field(description="When the next measurement is due, RFC 3339.")
+    passed: int = Field(0, ge=0, description="Passing measurements at the current analysis step.")
+    failures: int = Field(0, ge=0, description="Failed measurements in this rollout.")
+    inconclusive: int = Field(0, ge=0, description="Inconclusive measurements in this rollout.")
+    held: str | None = Field(None, description="Why the rollout waits on analysis, if it does.")
+    measurements: list[MeasurementRecord] = Field(
+        default_factory=list, description="The latest verdicts, newest last; twenty are kept."
+    )
 
 
 class RolloutStatus(ApiModel):
@@ -106,6 +134,7 @@ class RolloutStatus(ApiModel):
     history: list[RolloutRecord] = Field(
         default_factory=list, description="Rollouts that ended, newest last; the last ten are kept."
     )
+    analysis: AnalysisStatus | None = Field(None, description="Metric analysis of the current or last rollout.")
 
 
 class ModelDeploymentStatus(ApiModel):

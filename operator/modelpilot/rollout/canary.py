@@ -29,8 +29,10 @@ Rules decided here:
 - Requests act in the order given, before the desired version is followed, so a request made against
   the canary a user saw acts on that canary. Each id acts once; requests that find nothing to act on are
   recorded too, so a stale request never acts on a later rollout.
-- An analysis step with checks holds (Paused) until promoted, because metric analysis is not part of
-  this module yet and an unjudged canary is never promoted on its own. One with no checks passes at once.
+- Metric analysis (rollout/judging.py) measures every interval through the rollout, or at analysis
+  steps only; a failure beyond the limit rolls back (an abort the operator decides, recorded as
+  RolledBack), an inconclusive measurement holds the step. An analysis step with checks is done after its
+  count of passing measurements; one with no checks passes at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Union
 
+from . import judging
 from .tracks import TrackObservation
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ MAX_REJECTED = 8
 MAX_HISTORY = 10
 
 # How a rollout ended, in its history entry.
-PROMOTED, ABORTED_OUTCOME, ABANDONED, REPLACED = "Promoted", "Aborted", "Abandoned", "Replaced"
+PROMOTED, ABORTED_OUTCOME, ABANDONED, REPLACED, ROLLED_BACK = "Promoted", "Aborted", "Abandoned", "Replaced", "RolledBack"
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,10 @@ class Pause:
 
 @dataclass(frozen=True)
 class Analysis:
-    """Judge the canary with these checks."""
+    """Judge the canary with these checks: done after `count` passing measurements."""
 
     checks: tuple = ()
+    count: int = 1
 
 
 Step = Union[SetWeight, Pause, Analysis]
@@ -131,6 +135,8 @@ class CanaryState:
     started_at: float | None = None
     # Rollouts that ended, oldest first, at most MAX_HISTORY.
     history: tuple[Finished, ...] = ()
+    # Metric analysis of the current (or last) rollout; None without checks.
+    analysis: judging.AnalysisState | None = None
 
 
 class Request(NamedTuple):
@@ -153,6 +159,9 @@ class Observed:
     stable: TrackObservation | None = None
     canary: TrackObservation | None = None
     requests: tuple[Request, ...] = ()
+    # The spec's analysis settings (None without checks), and a measurement the shell just took.
+    analysis: judging.AnalysisPlan | None = None
+    measured: judging.Measured | None = None
 
 
 class Event(NamedTuple):
@@ -179,8 +188,20 @@ def advance(steps, state: CanaryState | None, observed: Observed) -> Decision:
     run = _Run(tuple(steps), state, observed)
     run.handle_requests()
     run.follow_desired()
+    run.judge()
     run.progress()
     return run.decision()
+
+
+def measurement_due(steps, state: CanaryState | None, analysis: judging.AnalysisPlan | None, now: float) -> bool:
+    """Whether the shell must take a measurement before the next `advance`."""
+    if state is None or state.phase not in STEPPING:
+        return False
+    return judging.due(state.analysis, analysis, _at_analysis(tuple(steps), state), now)
+
+
+def _at_analysis(steps: tuple, state: CanaryState) -> bool:
+    return state.step_index < len(steps) and isinstance(steps[state.step_index], Analysis)
 
 
 class _Run:
@@ -322,6 +343,7 @@ class _Run:
             requested_weight=0,
             canary_replicas_override=None,
             started_at=self.now,
+            analysis=judging.start(self.seen.analysis, self.now) if self.seen.analysis else None,
         )
         if replacing is None:
             self.event("RolloutStarted", f"canary of version {version} beside version {self.state.stable_version}")
@@ -336,7 +358,8 @@ class _Run:
         self.set(phase=COMPLETED, canary_version=None, paused_manually=False, pause_started_at=None, message=message)
         self.event("RolloutAbandoned", message)
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, rolled_back: bool = False) -> None:
+        """End the rollout: a person's abort, or a rollback the analysis decided (`rolled_back`)."""
         version = self.state.canary_version
         rejected = (*(r for r in self.state.rejected if r.version != version), Rejection(version, reason, self.seen.generation))
         stable = self.state.stable_version
@@ -345,7 +368,7 @@ class _Run:
             message = f"version {version} {reason}: the stable track rolls back to version {stable}"
         else:
             message = f"version {version} {reason}: all traffic back to version {stable}"
-        self.record(ABORTED_OUTCOME, reason)
+        self.record(ROLLED_BACK if rolled_back else ABORTED_OUTCOME, reason)
         self.set(
             phase=ABORTED,
             rejected=rejected[-MAX_REJECTED:],
@@ -353,10 +376,34 @@ class _Run:
             pause_started_at=None,
             message=message,
         )
-        self.event("RolloutAborted", message, warning=True)
+        self.event("RolledBack" if rolled_back else "RolloutAborted", message, warning=True)
 
     def _rejected(self, version: str) -> bool:
         return any(r.version == version for r in self.state.rejected)
+
+    # Analysis.
+
+    def judge(self) -> None:
+        measured, analysis = self.seen.measured, self.state.analysis
+        if measured is None or analysis is None or self.seen.analysis is None or self.state.phase not in STEPPING:
+            return
+        if measured.at < analysis.next_at:
+            return  # taken for an earlier state, or twice: each interval counts once
+        outcome = judging.record(analysis, self.seen.analysis, measured, _at_analysis(self.steps, self.state))
+        self.set(analysis=outcome.state)
+        for warning, reason, message in outcome.events:
+            self.event(reason, f"canary version {self.state.canary_version}: {message}", warning=warning)
+        if outcome.rollback is not None:
+            self._abort(outcome.rollback, rolled_back=True)
+
+    def _analysis_active(self) -> bool:
+        plan = self.seen.analysis
+        return (
+            self.state.phase in STEPPING
+            and self.state.analysis is not None
+            and plan is not None
+            and (plan.background or _at_analysis(self.steps, self.state))
+        )
 
     # Steps.
 
@@ -369,11 +416,17 @@ class _Run:
                 # A new generation removed the steps that were left.
                 self._promote()
                 break
+            if self._analysis_active() and self.state.analysis.held:
+                self._hold(PAUSED, f"step {self.state.step_index + 1}/{len(self.steps)}: {self.state.analysis.held}")
+                break
             if not self._step_done(self.steps[self.state.step_index]):
-                return
+                break
             self._enter(self.state.step_index + 1)
         if self.state.phase == PROMOTING:
             self._check_promoted()
+        if self._analysis_active():
+            left = max(0.1, self.state.analysis.next_at - self.now)
+            self.requeue = left if self.requeue is None else min(self.requeue, left)
 
     def _enter(self, index: int) -> None:
         if index >= len(self.steps):
@@ -381,6 +434,8 @@ class _Run:
             return
         step, label = self.steps[index], f"step {index + 1}/{len(self.steps)}"
         self.set(phase=PROGRESSING, step_index=index, step_started_at=self.now)
+        if isinstance(step, Analysis) and self.state.analysis is not None:
+            self.set(analysis=replace(self.state.analysis, passed=0))
         if isinstance(step, SetWeight):
             self.set(requested_weight=step.weight, canary_replicas_override=step.canary_replicas)
             self.event("RolloutStep", f"{label}: setWeight, {self._split()}")
@@ -409,7 +464,11 @@ class _Run:
             self.event("AnalysisSkipped", f"{label}: analysis has no checks: passed")
             return True
         else:
-            self._hold(PAUSED, f"{label}: analysis of {len(step.checks)} checks cannot run yet; promote to go on")
+            passed = self.state.analysis.passed if self.state.analysis is not None else 0
+            if passed >= step.count:
+                self.event("AnalysisPassed", f"{label}: {passed} measurements passed every check")
+                return True
+            self._hold(PROGRESSING, f"{label}: analysis, {passed}/{step.count} measurements passed")
         return False
 
     def _hold(self, phase: str, message: str) -> None:

@@ -14,7 +14,7 @@ from ..api.spec import ModelDeploymentSpec
 from ..api.status import CanaryStatus, ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from ..registry.resolution import Resolution
 from ..render.labels import CANARY, track_name
-from . import canary, records
+from . import canary, judging, records
 from .conditions import get_condition, set_condition
 from .health import StartFailure
 from .tracks import TrackObservation
@@ -48,6 +48,8 @@ class Observations:
     requests: tuple = ()
     # The spec's traffic router (traffic/); the shell picks it, and a canary needs one.
     router: Router | None = None
+    # A measurement of the canary the shell took because `measurement_due` said so.
+    measured: judging.Measured | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,14 @@ def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observ
         # Steps removed mid-rollout: the stable track takes the version at once, and no canary is left.
         decision = replace(decision, remove_autoscaler=remove_autoscaler, remove_canary=observed.canary is not None)
     return _with_router(decision, status, observed)
+
+
+def measurement_due(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, clock: float) -> bool:
+    """Whether the shell must measure the canary before planning (rollout/judging.py says when)."""
+    if spec is None or not spec.rollout.steps:
+        return False
+    steps, state = records.steps(spec.rollout), records.from_status(status.rollout)
+    return canary.measurement_due(steps, state, records.analysis_plan(spec.rollout), clock)
 
 
 def _with_router(decision: Plan, status: ModelDeploymentStatus, observed: Observations) -> Plan:
@@ -228,7 +238,7 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         canary.Observed(
             desired_version=model.version, generation=observed.generation, now=observed.clock,
             replicas=replicas, router=observed.router, stable=stable, canary=observed.canary,
-            requests=observed.requests,
+            requests=observed.requests, analysis=records.analysis_plan(spec.rollout), measured=observed.measured,
         ),
     )  # fmt: skip
     state = decision.state
@@ -241,8 +251,9 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
         stuck = _stuck_track(state, observed)
         new.message = state.message
         if state.phase == canary.ABORTED:
-            cond("Degraded", True, "RolloutAborted", state.message)
-            cond("Progressing", False, "RolloutAborted", state.message)
+            why = "RolledBack" if state.history and state.history[-1].outcome == canary.ROLLED_BACK else "RolloutAborted"
+            cond("Degraded", True, why, state.message)
+            cond("Progressing", False, why, state.message)
             cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", state.message)
             new.phase = "Degraded"
         elif stuck is not None:

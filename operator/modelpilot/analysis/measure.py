@@ -1,0 +1,51 @@
+"""One measurement of a canary, the I/O half: ask the provider for the canary's request count and every
+check's value (the stable track's too, for relative bounds) over one window, concurrently, then judge
+each check with the pure `verdict.judge`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from ..api.spec import Analysis
+from . import Provider, ProviderError
+from .queries import Target, query, sample_query
+from .verdict import Measurement, Reading, judge
+
+
+@dataclass(frozen=True)
+class Taken:
+    # Requests the canary answered in the window; None when it could not be read (see `error`).
+    sample: float | None
+    measurements: tuple[Measurement, ...] = ()
+    error: str | None = None
+
+
+async def take(provider: Provider, analysis: Analysis, namespace: str, deployment: str, canary_version: str,
+               stable_version: str | None) -> Taken:  # fmt: skip
+    window = analysis.interval
+    canary = Target(namespace, deployment, "canary", canary_version, window)
+    stable = Target(namespace, deployment, "stable", stable_version, window) if stable_version else None
+    sample = await _read(provider, sample_query(canary))
+    if sample.error is not None:
+        return Taken(sample=None, error=sample.error)
+    if (sample.value or 0) < analysis.min_sample_size:
+        return Taken(sample=sample.value or 0)  # no verdict below the minimum sample: nothing else is asked
+    relative = [c.max_relative_to_stable is not None and stable is not None for c in analysis.checks]
+    readings = await asyncio.gather(
+        *(_read(provider, query(c.metric, canary)) for c in analysis.checks),
+        *(_read(provider, query(c.metric, stable)) for c, r in zip(analysis.checks, relative) if r),
+    )
+    canary_readings, stable_readings = readings[: len(analysis.checks)], iter(readings[len(analysis.checks):])
+    measurements = tuple(
+        judge(check, reading, next(stable_readings) if rel else None, analysis.on_no_data)
+        for check, reading, rel in zip(analysis.checks, canary_readings, relative)
+    )
+    return Taken(sample=sample.value, measurements=measurements)
+
+
+async def _read(provider: Provider, promql: str) -> Reading:
+    try:
+        return Reading(value=await provider.query(promql))
+    except ProviderError as exc:
+        return Reading(error=str(exc))
