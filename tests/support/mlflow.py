@@ -131,3 +131,89 @@ def set_alias(server: MlflowServer, name: str, alias: str, version: str) -> None
         timeout=10,
     )
     response.raise_for_status()
+
+
+PYFUNC_BEHAVIOURS = {"good": {}, "failing": {"fail_above": 1.0}, "slow": {"sleep_seconds": 0.2}}
+
+
+def register_pyfunc_model(
+    server: MlflowServer,
+    name: str,
+    behaviour: str,
+    alias: str | None = None,
+    seed: int = 0,
+    *,
+    baseline_rows: int | None = None,
+    **params: float,
+) -> str:
+    """Register a model version that misbehaves on its own; returns the new version number.
+
+    The classifier is the one `register_sklearn_model` trains for the same seed, wrapped in an MLflow
+    `PythonModel` whose class is defined in the training script, so cloudpickle stores it by value and the
+    runtime image (which has no `tests` package) loads it. Behaviours:
+
+    - ``good``: predicts like the scikit-learn model;
+    - ``failing``: `predict` raises ValueError when any input row has feature 0 above ``fail_above``
+      (default 1.0), so the server answers such requests 400 and counts a prediction error;
+    - ``slow``: every `predict` sleeps ``sleep_seconds`` (default 0.2), then predicts.
+
+    ``baseline_rows`` records a drift baseline profile of that many rows drawn like the training data (the
+    200 training rows first, then further rows from the same generator) with
+    `modelpilot.serving.baseline.log_baseline_profile`, into the model's artifacts and the run, as
+    docs/serving.md says. Its features are positional ("0".."3"), like the model's tensor inputs.
+    """
+    if behaviour not in PYFUNC_BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {behaviour!r}: one of {', '.join(PYFUNC_BEHAVIOURS)}")
+    unknown = set(params) - set(PYFUNC_BEHAVIOURS[behaviour])
+    if unknown:
+        raise TypeError(f"behaviour {behaviour!r} takes no parameter {', '.join(sorted(unknown))}")
+    if baseline_rows is not None and baseline_rows < 1:
+        raise ValueError(f"baseline_rows must be positive, got {baseline_rows}")
+    settings = {**PYFUNC_BEHAVIOURS[behaviour], **{key: float(value) for key, value in params.items()}}
+    script = f"""
+import time
+import mlflow, numpy as np
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+rng = np.random.default_rng({seed})
+X = rng.normal(size=(200, 4)); y = (X[:, 0] + X[:, 1] > 0).astype(int)
+model = LogisticRegression().fit(X, y)
+
+
+class Behaving(mlflow.pyfunc.PythonModel):
+    def __init__(self, model, behaviour, settings):
+        self.model = model
+        self.behaviour = behaviour
+        self.settings = settings
+
+    def predict(self, context, model_input, params=None):
+        rows = np.asarray(model_input, dtype=np.float64)
+        if self.behaviour == "failing":
+            above = rows[:, 0] > self.settings["fail_above"]
+            if above.any():
+                raise ValueError(f"{{int(above.sum())}} of {{len(rows)}} rows have feature 0 above "
+                                 f"{{self.settings['fail_above']}}")
+        elif self.behaviour == "slow":
+            time.sleep(self.settings["sleep_seconds"])
+        return self.model.predict(rows)
+
+
+mlflow.set_tracking_uri({server.uri!r})
+with mlflow.start_run():
+    info = mlflow.pyfunc.log_model(name="model", python_model=Behaving(model, {behaviour!r}, {settings!r}),
+                                   signature=infer_signature(X, model.predict(X)),
+                                   registered_model_name={name!r})
+    if {baseline_rows!r}:
+        from modelpilot.serving.baseline import log_baseline_profile
+        extra = max(0, {baseline_rows!r} - len(X))
+        log_baseline_profile(np.vstack([X, rng.normal(size=(extra, 4))])[:{baseline_rows!r}], model_info=info)
+version = info.registered_model_version
+if {alias!r}:
+    mlflow.MlflowClient().set_registered_model_alias({name!r}, {alias!r}, version)
+print("VERSION", version)
+"""
+    env = {**os.environ, **server.credentials_env(), "MLFLOW_TRACKING_URI": server.uri}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise RuntimeError(f"registering {name} ({behaviour}) failed:\n{result.stderr[-3000:]}")
+    return next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("VERSION"))
