@@ -11,11 +11,35 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.cluster.launcher import default_bin_dir
 from tests.conftest import fresh_namespace
 from tests.support.mlflow import register_sklearn_model
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
+from tests.support.prometheus import SCRAPE_INTERVAL, prometheus_server
+from tests.support.prometheus_build import ensure_prometheus_with_kubernetes_sd
+
+SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
+
+
+def recommended_scrape_configs(kubeconfig: Path) -> list[dict]:
+    """The documented scrape configs unchanged but for where the cluster is and how often to scrape."""
+    configs = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
+    for config in configs:
+        config["scrape_interval"] = SCRAPE_INTERVAL
+        for discovery in config["kubernetes_sd_configs"]:
+            discovery["kubeconfig_file"] = str(kubeconfig)  # Prometheus runs on the host, not in a pod
+    return configs
+
+
+@pytest.fixture(scope="session")
+def discovering_prometheus(kube_cluster, real_node):
+    """Prometheus on the host, watching the cluster's pods with the documented scrape config; it reaches
+    pod IPs through the node's routes."""
+    binary = ensure_prometheus_with_kubernetes_sd()
+    with prometheus_server(recommended_scrape_configs(kube_cluster.kubeconfig), binary=binary) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

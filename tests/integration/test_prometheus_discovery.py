@@ -5,46 +5,22 @@ request counts from them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from tests.support.load import post_once_routed
 from tests.support.mlflow import register_sklearn_model
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
-from tests.support.prometheus import SCRAPE_INTERVAL, prometheus_server
-from tests.support.prometheus_build import ensure_prometheus_with_kubernetes_sd
 from tests.support.waiting import wait_for
 
 # The first test also waits for the cluster, the images and, on a cold cache, the Prometheus build.
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
 
-SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 JOB = "modelpilot-models"
 MODEL = "scraped-model"
 NAME = "scraped"
 REPLICAS = 2
 REQUESTS = 25
 ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]
-
-
-def recommended_scrape_configs(kubeconfig: Path) -> list[dict]:
-    """The documented scrape configs unchanged but for where the cluster is and how often to scrape."""
-    configs = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
-    for config in configs:
-        config["scrape_interval"] = SCRAPE_INTERVAL
-        for discovery in config["kubernetes_sd_configs"]:
-            discovery["kubeconfig_file"] = str(kubeconfig)  # Prometheus runs on the host, not in a pod
-    return configs
-
-
-@pytest.fixture(scope="module")
-def discovering_prometheus(kube_cluster, real_node):
-    """Prometheus on the host, watching the cluster's pods; it reaches pod IPs through the node's routes."""
-    binary = ensure_prometheus_with_kubernetes_sd()
-    with prometheus_server(recommended_scrape_configs(kube_cluster.kubeconfig), binary=binary) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

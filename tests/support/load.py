@@ -28,13 +28,14 @@ class Load:
     """`with Load(url, body) as load: ...`; then `load.answers`. A new connection per request, as many
     clients do: kube-proxy picks the pod per connection, so every request is a fresh routing decision."""
 
-    def __init__(self, url: str, body: dict, workers: int = 4, timeout: float = 10, max_seconds: float = 600):
-        self.url, self.body, self.timeout = url, body, timeout
+    def __init__(self, url: str, body: dict | list[dict], workers: int = 4, timeout: float = 10, max_seconds: float = 600):
+        # Several bodies are sent in turn, each worker starting at its own.
+        self.url, self.bodies, self.timeout = url, body if isinstance(body, list) else [body], timeout
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds  # bounded even if the test never stops it
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
 
     def __enter__(self) -> "Load":
         for thread in self._threads:
@@ -46,11 +47,13 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=self.timeout + 5)
 
-    def _run(self) -> None:
+    def _run(self, turn: int) -> None:
         while not self._stop.is_set() and time.monotonic() < self._deadline:
+            body = self.bodies[turn % len(self.bodies)]
+            turn += 1
             sent = time.monotonic()
             try:
-                response = httpx.post(self.url, json=self.body, timeout=self.timeout)
+                response = httpx.post(self.url, json=body, timeout=self.timeout)
                 answer = Answer(sent, response.status_code, response.headers.get(VERSION_HEADER),
                                 None if response.status_code == 200 else response.text[:200])
             except httpx.HTTPError as exc:

@@ -95,16 +95,8 @@ mlflow.set_tracking_uri({server.uri!r})
 with mlflow.start_run():
     info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
                                     registered_model_name={name!r}, extra_pip_requirements={list(extra_pip_requirements)!r} or None)
-version = info.registered_model_version
-if {alias!r}:
-    mlflow.MlflowClient().set_registered_model_alias({name!r}, {alias!r}, version)
-print("VERSION", version)
 """
-    env = {**os.environ, **server.credentials_env(), "MLFLOW_TRACKING_URI": server.uri}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        raise RuntimeError(f"registering {name} failed:\n{result.stderr[-3000:]}")
-    return next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("VERSION"))
+    return _register(server, script, name, alias, what=name)
 
 
 def predict_in_process(server: MlflowServer, name: str, version: str, rows: list[list[float]]) -> list:
@@ -207,6 +199,14 @@ with mlflow.start_run():
         from modelpilot.serving.baseline import log_baseline_profile
         extra = max(0, {baseline_rows!r} - len(X))
         log_baseline_profile(np.vstack([X, rng.normal(size=(extra, 4))])[:{baseline_rows!r}], model_info=info)
+"""
+    return _register(server, script, name, alias, what=f"{name} ({behaviour})")
+
+
+def _register(server: MlflowServer, script: str, name: str, alias: str | None, what: str) -> str:
+    """Run a training script that leaves `info` (a logged, registered model) behind, in a subprocess so
+    MLflow's process-wide tracking settings never leak into the test process; set the alias; the version."""
+    script += f"""
 version = info.registered_model_version
 if {alias!r}:
     mlflow.MlflowClient().set_registered_model_alias({name!r}, {alias!r}, version)
@@ -215,5 +215,5 @@ print("VERSION", version)
     env = {**os.environ, **server.credentials_env(), "MLFLOW_TRACKING_URI": server.uri}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     if result.returncode != 0:
-        raise RuntimeError(f"registering {name} ({behaviour}) failed:\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"registering {what} failed:\n{result.stderr[-3000:]}")
     return next(line.split()[1] for line in result.stdout.splitlines() if line.startswith("VERSION"))

@@ -1,0 +1,113 @@
+"""Canary analysis end to end on the real node: live traffic through the Service, a real Prometheus that
+finds and scrapes the pods, and model versions that are good or bad on their own. A good version waits for
+enough traffic, survives an operator kill mid-analysis and is promoted; a version whose model raises on
+part of its inputs, and one that is slower, are rolled back with traffic back on the stable version."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.load import Load, post_once_routed
+from tests.support.mlflow import register_pyfunc_model, set_alias
+from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
+
+MODEL, NAME = "judged-model", "judged"
+# Feature 0 above 1.0 makes the failing model raise: every second request carries such a row.
+GOOD_ROWS = {"inputs": [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]}
+RAISING_ROWS = {"inputs": [[2.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]}
+INTERVAL = "6s"
+CHECKS = [
+    {"name": "errors", "metric": "errorRate", "max": 0.05},
+    {"name": "prediction-errors", "metric": "predictionErrorRate", "max": 0.05},
+    # A loaded 2-core machine makes the odd slow answer: one failed measurement is tolerated below.
+    {"name": "p99", "metric": "latencyP99", "maxRelativeToStable": 5},
+]
+SETTLE = 3.0
+
+
+def rollout(kubectl, ns: str) -> dict:
+    return get(kubectl, "mdep", NAME, "-n", ns).get("status", {}).get("rollout") or {}
+
+
+def analysis_of(kubectl, ns: str) -> dict:
+    return rollout(kubectl, ns).get("analysis") or {}
+
+
+def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_back_on_stable(
+    kubectl, operator, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
+):
+    ns = restricted_namespace
+    v1 = register_pyfunc_model(mlflow, MODEL, "good", alias="champion", seed=41)
+    spec = {
+        "steps": [{"setWeight": 50}, {"analysis": {}}],
+        "analysis": {
+            "prometheus": {"address": discovering_prometheus.url}, "interval": INTERVAL, "count": 2,
+            "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 3, "checks": CHECKS,
+        },
+    }  # fmt: skip
+    apply_model(kubectl, ns, NAME, pod_mlflow_uri, {"name": MODEL, "alias": "champion"}, replicas=1, rollout=spec)
+    wait_status(kubectl, operator, ns, NAME, serving(v1), "Ready on version 1")
+    url = f"http://{cluster_ip(kubectl, ns, NAME)}/invocations"
+    post_once_routed(url, GOOD_ROWS)
+
+    # A good version, with no traffic yet: no verdict without the minimum sample, so no promotion.
+    v2 = register_pyfunc_model(mlflow, MODEL, "good", seed=42)
+    set_alias(mlflow, MODEL, "champion", v2)
+    held = wait_for(lambda: "waiting for traffic" in (analysis_of(kubectl, ns).get("held") or "") or None,
+                    "the analysis to wait for traffic", timeout=240)  # fmt: skip
+    assert held and rollout(kubectl, ns)["phase"] == "Paused" and not analysis_of(kubectl, ns).get("measurements")
+
+    with Load(url, [GOOD_ROWS, RAISING_ROWS]) as load:
+        # The operator is killed once a measurement is recorded; what was measured survives the restart.
+        first = wait_for(lambda: analysis_of(kubectl, ns).get("measurements"), "a first measurement", timeout=120)
+        operator.kill()
+        try:
+            time.sleep(3)
+        finally:
+            operator.start()
+        after = wait_for(lambda: (a := analysis_of(kubectl, ns)) and len(a.get("measurements", [])) > len(first) and a,
+                         "a measurement after the restart", timeout=120)  # fmt: skip
+        assert after["measurements"][: len(first)] == first
+        promoted = wait_status(kubectl, operator, ns, NAME, serving(v2), "version 2 promoted by analysis", timeout=240)
+        assert promoted["stable"]["version"] == v2 and promoted["rollout"]["history"][-1]["outcome"] == "Promoted"
+        checked = {m["check"] for m in promoted["rollout"]["analysis"]["measurements"] if m["verdict"] == "Pass"}
+        assert checked == {"errors", "prediction-errors", "p99"}
+        promoted_at = time.monotonic()
+
+        # A version whose model raises on part of its inputs: rolled back, traffic back on version 2.
+        v3 = register_pyfunc_model(mlflow, MODEL, "failing", seed=43)
+        set_alias(mlflow, MODEL, "champion", v3)
+        rolled = wait_for(lambda: (st := get(kubectl, "mdep", NAME, "-n", ns)["status"]).get("phase") == "Degraded" and st,
+                          "version 3 to be rolled back", timeout=300)  # fmt: skip
+        back_at = time.monotonic()
+        degraded = next(c for c in rolled["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "RolledBack"
+        assert "failed analysis: prediction-errors" in degraded["message"] and "> max 0.05" in degraded["message"]
+        assert rolled["stable"]["version"] == v2 and rolled["rollout"]["rejected"][-1]["version"] == v3
+        assert rolled["rollout"]["history"][-1]["outcome"] == "RolledBack"
+        wait_for(lambda: kubectl("get", "deployment", f"{NAME}-canary", "-n", ns).returncode != 0, "the canary to go", timeout=60)
+        wait_for(lambda: sum(a.sent > back_at + SETTLE for a in load.answers) >= 40, "traffic after the rollback", timeout=60)
+        assert {a.version for a in load.answers if a.sent > back_at + SETTLE} == {v2}
+
+        # A version that is slower on its own: rolled back by the p99 check relative to stable.
+        v4 = register_pyfunc_model(mlflow, MODEL, "slow", seed=44, sleep_seconds=0.25)
+        set_alias(mlflow, MODEL, "champion", v4)
+        slow = wait_for(lambda: (r := rollout(kubectl, ns)).get("phase") == "Aborted" and r.get("canaryVersion") == v4 and r,
+                        "version 4 to be rolled back", timeout=300)  # fmt: skip
+        slow_back_at = time.monotonic()
+        assert slow["rejected"][-1]["version"] == v4 and "p99" in slow["rejected"][-1]["reason"]
+        assert "x stable" in slow["rejected"][-1]["reason"]
+        wait_for(lambda: sum(a.sent > slow_back_at + SETTLE for a in load.answers) >= 40, "traffic after the rollback", timeout=60)
+        assert {a.version for a in load.answers if a.sent > slow_back_at + SETTLE} == {v2}
+
+    # Only the failing canary ever failed a request, with the model's own 400; stable answered every one.
+    failures = load.failures()
+    assert failures and {(a.status, a.version) for a in failures} == {(400, v3)}
+    assert all(a.ok for a in load.answers if a.version == v2 and a.sent > promoted_at)
+    reasons = [e["reason"] for e in get(kubectl, "events", "-n", ns, "--field-selector", f"involvedObject.name={NAME}")["items"]]
+    assert {"AnalysisPassed", "AnalysisFailed", "RolledBack"} <= set(reasons), reasons
