@@ -11,6 +11,21 @@ RECONCILES = Counter(
     ["trigger"],
 )
 
+ROLLOUTS = Counter(
+    "modelpilot_rollouts_total",
+    "Canary rollouts that ended, by outcome: Promoted, Aborted (by a request), RolledBack (by the analysis), "
+    "Abandoned (the reference moved back to the stable version) or Replaced (a newer version took its place).",
+    ["outcome"],
+)
+# The rollout Event that ends a rollout, and the outcome it counts as.
+ROLLOUT_ENDINGS = {
+    "RolloutCompleted": "Promoted",
+    "RolloutAborted": "Aborted",
+    "RolledBack": "RolledBack",
+    "RolloutAbandoned": "Abandoned",
+    "CanaryReplaced": "Replaced",
+}
+
 
 def serve(address: str) -> None:
     """Serve /metrics on `address` ("host:port") from a background thread."""

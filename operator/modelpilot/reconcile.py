@@ -24,6 +24,7 @@ from .api.base import seconds
 from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
+from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing
 from .registry.mlflow import Credentials
 from .registry.resolution import Resolution
@@ -317,6 +318,8 @@ def _write_status(owner: Owner, before: ModelDeploymentStatus, after: ModelDeplo
         objects.patch_status(API_VERSION, KIND, owner.namespace, owner.name, _clearing(before_wire, after_wire))
     for warning, reason, message in events:
         post_event(owner.involved(), warning, reason, message)
+        if reason in ROLLOUT_ENDINGS:
+            ROLLOUTS.labels(outcome=ROLLOUT_ENDINGS[reason]).inc()
     # A condition moved by a rollout event (RolloutAborted) is already told by that event.
     told = {reason for _, reason, _ in events}
     for notice in notices(before.conditions, after.conditions):

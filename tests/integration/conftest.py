@@ -131,9 +131,12 @@ class OperatorProcess:
 
     def reconciles(self, trigger: str) -> float:
         """How many reconciles the operator has started for `trigger` (its modelpilot_reconciles_total)."""
+        return self.counter("modelpilot_reconciles_total", "trigger", trigger)
+
+    def counter(self, name: str, label: str, value: str) -> float:
+        """The value of one labelled counter this run of the operator exports; 0 when absent."""
         text = httpx.get(self.metrics_url, timeout=10).text
-        pattern = rf'^modelpilot_reconciles_total{{trigger="{trigger}"}} (\S+)$'
-        found = re.search(pattern, text, re.MULTILINE)
+        found = re.search(rf'^{name}{{{label}="{value}"}} (\S+)$', text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
     def tail(self, lines: int = 60) -> str:

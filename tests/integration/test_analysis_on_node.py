@@ -111,3 +111,6 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
     assert all(a.ok for a in load.answers if a.version == v2 and a.sent > promoted_at)
     reasons = [e["reason"] for e in get(kubectl, "events", "-n", ns, "--field-selector", f"involvedObject.name={NAME}")["items"]]
     assert {"AnalysisPassed", "AnalysisFailed", "RolledBack"} <= set(reasons), reasons
+    # Counted since the restart: the promotion of version 2, the rollbacks of versions 3 and 4.
+    outcomes = {o: operator.counter("modelpilot_rollouts_total", "outcome", o) for o in ("Promoted", "RolledBack", "Aborted")}
+    assert outcomes == {"Promoted": 1, "RolledBack": 2, "Aborted": 0}
