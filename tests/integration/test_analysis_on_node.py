@@ -12,6 +12,7 @@ import pytest
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_pyfunc_model, set_alias
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
+from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
@@ -114,3 +115,44 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
     # Counted since the restart: the promotion of version 2, the rollbacks of versions 3 and 4.
     outcomes = {o: operator.counter("modelpilot_rollouts_total", "outcome", o) for o in ("Promoted", "RolledBack", "Aborted")}
     assert outcomes == {"Promoted": 1, "RolledBack": 2, "Aborted": 0}
+
+
+def test_a_prometheus_outage_mid_analysis_pauses_the_rollout_and_never_promotes(
+    kubectl, operator, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
+):
+    ns, name, model = restricted_namespace, "outage", "outage-model"
+    host, port = discovering_prometheus.url.removeprefix("http://").split(":")
+    with CuttableProxy(host, int(port)) as proxy:
+        v1 = register_pyfunc_model(mlflow, model, "good", alias="champion", seed=51)
+        spec = {
+            "steps": [{"setWeight": 50}, {"analysis": {}}],
+            "analysis": {
+                "prometheus": {"address": proxy.url, "timeout": "2s"}, "interval": INTERVAL, "count": 3,
+                "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 20, "checks": CHECKS[:2],
+            },
+        }  # fmt: skip
+        apply_model(kubectl, ns, name, pod_mlflow_uri, {"name": model, "alias": "champion"}, replicas=1, rollout=spec)
+        wait_status(kubectl, operator, ns, name, serving(v1), "Ready on version 1")
+        url = f"http://{cluster_ip(kubectl, ns, name)}/invocations"
+        post_once_routed(url, GOOD_ROWS)
+
+        def state() -> dict:
+            return get(kubectl, "mdep", name, "-n", ns)["status"]
+
+        with Load(url, GOOD_ROWS):
+            v2 = register_pyfunc_model(mlflow, model, "good", seed=52)
+            set_alias(mlflow, model, "champion", v2)
+            wait_for(lambda: any(m["verdict"] == "Pass" for m in (state()["rollout"].get("analysis") or {}).get("measurements", [])),
+                     "a passing measurement", timeout=240)  # fmt: skip
+            proxy.cut()
+            held = wait_for(lambda: (st := state())["rollout"]["phase"] == "Paused" and st, "the outage to pause the rollout", timeout=60)
+            assert "analysis inconclusive" in held["rollout"]["analysis"]["held"] and "unreachable" in held["message"]
+            time.sleep(15)  # more than two intervals without Prometheus
+            during = state()
+            assert during["rollout"]["phase"] == "Paused" and during["stable"]["version"] == v1
+            assert during["rollout"]["analysis"]["inconclusive"] >= 2 and not during["rollout"].get("history")
+            proxy.restore()
+            promoted = wait_status(kubectl, operator, ns, name, serving(v2), "version 2 promoted once Prometheus is back", timeout=240)
+    verdicts = [m["verdict"] for m in promoted["rollout"]["analysis"]["measurements"]]
+    assert "Inconclusive" not in verdicts[-2 * len(CHECKS[:2]):], verdicts  # the last measurements passed again
+    assert promoted["rollout"]["history"][-1]["outcome"] == "Promoted"
