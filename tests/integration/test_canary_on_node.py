@@ -1,24 +1,20 @@
 """Canary rollouts on the real node, with live traffic through the ModelDeployment's Service: the share of
 answers from each version follows the effective weight step by step, a killed operator resumes a pause
-where it was, and promotion completes without a failed request."""
+where it was, and promotion completes without a failed request; the kubectl plugin aborts (traffic back on
+stable), retries and promotes, and a newer version replaces a waiting canary."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from modelpilot.rollout.records import moment
 
-from tests.cluster.launcher import default_bin_dir
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_sklearn_model, set_alias
-from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
+from tests.support.modeldeployments import apply_model, cluster_ip, condition, get, plugin, serving, wait_status
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
@@ -112,18 +108,6 @@ MANUAL_MODEL = "manual-canary-model"
 MANUAL_STEPS = [{"setWeight": 50}, {"pause": {}}]
 
 
-def plugin(kube_cluster, *args: str) -> subprocess.CompletedProcess:
-    """`kubectl modelpilot ...`, found by kubectl on PATH as users install it (the package's console script)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    kubectl_binary = default_bin_dir() / "kubectl"
-    return subprocess.run(
-        [str(kubectl_binary), "modelpilot", *args, f"--kubeconfig={kube_cluster.kubeconfig}"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def condition(st: dict, type_: str) -> dict:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 # Three canaries come up and a promotion rolls the stable track: with the cluster's start (when it runs first) on

@@ -11,13 +11,9 @@ import itertools
 import json
 import re
 import secrets
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,8 +23,9 @@ from modelpilot.kube.diff import difference
 from modelpilot.render import workload
 from modelpilot.render.owner import Owner
 
-from tests.cluster.launcher import KWOK_TOLERATION, default_bin_dir
+from tests.cluster.launcher import KWOK_TOLERATION
 from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_sklearn_model, set_alias
+from tests.support.modeldeployments import condition, plugin
 from tests.support.processes import free_port
 from tests.support.waiting import wait_for
 
@@ -59,9 +56,6 @@ def get(kubectl, *args: str) -> dict | None:
 def status(kubectl, namespace: str, name: str) -> dict:
     return (get(kubectl, "mdep", name, "-n", namespace) or {}).get("status", {})
 
-
-def condition(st: dict, type_: str) -> dict:
-    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
 
 
 def wait_phase(kubectl, operator, namespace, name, phase, timeout=90, **expect) -> dict:
@@ -662,15 +656,6 @@ def test_a_hung_registry_does_not_stall_other_modeldeployments(kubectl, operator
     finally:
         hung.release()
 
-
-def plugin(kube_cluster, *args: str) -> subprocess.CompletedProcess:
-    """`kubectl modelpilot ...`, found by kubectl on PATH as users install it (the package's console script)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    kubectl_binary = default_bin_dir() / "kubectl"
-    return subprocess.run(
-        [str(kubectl_binary), "modelpilot", *args, f"--kubeconfig={kube_cluster.kubeconfig}"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def test_kubectl_modelpilot_aborts_retries_pauses_resumes_and_promotes(

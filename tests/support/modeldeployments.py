@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
+
+from tests.cluster.launcher import default_bin_dir
 
 from .waiting import wait_for
 
@@ -46,3 +52,17 @@ def serving(version: str):
 
 def cluster_ip(kubectl, namespace: str, name: str) -> str:
     return get(kubectl, "service", name, "-n", namespace)["spec"]["clusterIP"]
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def plugin(kube_cluster, *args: str) -> subprocess.CompletedProcess:
+    """`kubectl modelpilot ...`, found by kubectl on PATH as users install it (the package's console script)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    kubectl_binary = default_bin_dir() / "kubectl"
+    return subprocess.run(
+        [str(kubectl_binary), "modelpilot", *args, f"--kubeconfig={kube_cluster.kubeconfig}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
