@@ -25,8 +25,8 @@ from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
 from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
-from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing
-from .registry.mlflow import Credentials
+from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing, RegistryError
+from .registry.mlflow import Credentials, MlflowRegistry
 from .registry.resolution import Resolution
 from .registry.resolver import Resolver
 from .render import workload
@@ -146,6 +146,8 @@ class Reconciler:
                 outcome = await loop.run_in_executor(
                     self._kube, _converge, body, spec, status, screened, self.settings, cluster, measured
                 )
+                if outcome is not None and spec is not None and spec.rollout.analysis.tag_rollbacks:
+                    await self._tag_rollback(meta, spec, status, outcome.status)
                 if outcome is not None:
                     memory.status = outcome.status
                     if resolution is not None:
@@ -177,24 +179,53 @@ class Reconciler:
         return Measured(clock, sample=taken.sample, measurements=taken.measurements, error=taken.error)
 
     async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> Resolution:
-        credentials = None
-        secret = spec.mlflow.credentials_secret
-        if secret:
-            loop = asyncio.get_running_loop()
-            try:
-                data = await loop.run_in_executor(
-                    self._kube, objects.secret_data, namespace, secret, Credentials.SECRET_KEYS
-                )
-            except objects.SecretValueNotText as exc:
-                return Resolution.of_error(
-                    CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}")
-                )
-            if data is None:
-                return Resolution.of_error(
-                    CredentialsSecretMissing(f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist")
-                )
-            credentials = Credentials.from_secret_data(data)
+        try:
+            credentials = await self._registry_credentials(namespace, spec)
+        except RegistryError as exc:
+            return Resolution.of_error(exc)
         return await self.resolver.resolve(spec.mlflow.tracking_uri, credentials, spec.model)
+
+    async def _registry_credentials(self, namespace: str, spec: ModelDeploymentSpec) -> Credentials | None:
+        """The MLflow credentials from the Secret the spec names; raises a RegistryError saying what is wrong."""
+        secret = spec.mlflow.credentials_secret
+        if not secret:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._kube, objects.secret_data, namespace, secret, Credentials.SECRET_KEYS)
+        except objects.SecretValueNotText as exc:
+            raise CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}") from None
+        if data is None:
+            raise CredentialsSecretMissing(f"Secret {secret!r} named by spec.mlflow.credentialsSecret does not exist")
+        return Credentials.from_secret_data(data)
+
+    async def _tag_rollback(self, meta: dict, spec: ModelDeploymentSpec, before: ModelDeploymentStatus,
+                            after: ModelDeploymentStatus) -> None:  # fmt: skip
+        """Record in the registry that the analysis rolled a version back, and why; a failure is an Event."""
+        rolled = _new_rollback(before, after)
+        if rolled is None:
+            return
+        owner = Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+        value = f"{owner.namespace}/{owner.name} at {rolled.finished_at}: {rolled.reason}"[:5000]
+        try:
+            credentials = await self._registry_credentials(owner.namespace, spec)
+            async with MlflowRegistry(spec.mlflow.tracking_uri, credentials, self.settings.registry_timeout_seconds) as registry:
+                await registry.tag_version(spec.model.name, rolled.version, ROLLBACK_TAG, value)
+        except RegistryError as exc:
+            message = f"could not tag version {rolled.version} as rolled back in MLflow: {exc}"
+            await asyncio.get_running_loop().run_in_executor(self._kube, post_event, owner.involved(), True, "RollbackTagFailed", message)
+
+
+ROLLBACK_TAG = "modelpilot.io/rolled-back"
+
+
+def _new_rollback(before: ModelDeploymentStatus, after: ModelDeploymentStatus):
+    """The history record of a rollback this reconcile decided, if it decided one."""
+    history = after.rollout.history if after.rollout else []
+    if not history or history[-1].outcome != "RolledBack":
+        return None
+    earlier = before.rollout.history if before.rollout else []
+    return None if earlier and earlier[-1] == history[-1] else history[-1]
 
 
 def _read_spec(body: dict) -> tuple[ModelDeploymentSpec | None, Resolution | None]:

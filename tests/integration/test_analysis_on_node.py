@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tests.support.load import Load, post_once_routed
-from tests.support.mlflow import register_pyfunc_model, set_alias
+from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_pyfunc_model, set_alias
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
@@ -39,6 +40,13 @@ def analysis_of(kubectl, ns: str) -> dict:
     return rollout(kubectl, ns).get("analysis") or {}
 
 
+def version_tags(mlflow, name: str, version: str) -> dict[str, str]:
+    response = httpx.get(f"{mlflow.uri}/api/2.0/mlflow/model-versions/get", params={"name": name, "version": version},
+                         auth=(ADMIN_USER, ADMIN_PASSWORD), timeout=10)  # fmt: skip
+    response.raise_for_status()
+    return {t["key"]: t["value"] for t in response.json()["model_version"].get("tags", [])}
+
+
 def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_back_on_stable(
     kubectl, operator, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
 ):
@@ -48,7 +56,7 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
         "steps": [{"setWeight": 50}, {"analysis": {}}],
         "analysis": {
             "prometheus": {"address": discovering_prometheus.url}, "interval": INTERVAL, "count": 2,
-            "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 3, "checks": CHECKS,
+            "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 3, "checks": CHECKS, "tagRollbacks": True,
         },
     }  # fmt: skip
     apply_model(kubectl, ns, NAME, pod_mlflow_uri, {"name": MODEL, "alias": "champion"}, replicas=1, rollout=spec)
@@ -92,6 +100,8 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
         assert rolled["stable"]["version"] == v2 and rolled["rollout"]["rejected"][-1]["version"] == v3
         assert rolled["rollout"]["history"][-1]["outcome"] == "RolledBack"
         wait_for(lambda: kubectl("get", "deployment", f"{NAME}-canary", "-n", ns).returncode != 0, "the canary to go", timeout=60)
+        tag = wait_for(lambda: version_tags(mlflow, MODEL, v3).get("modelpilot.io/rolled-back"), "the rollback tag in MLflow", timeout=30)
+        assert tag.startswith(f"{ns}/{NAME} at ") and "failed analysis: prediction-errors" in tag
         wait_for(lambda: sum(a.sent > back_at + SETTLE for a in load.answers) >= 40, "traffic after the rollback", timeout=60)
         assert {a.version for a in load.answers if a.sent > back_at + SETTLE} == {v2}
 

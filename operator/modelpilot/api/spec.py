@@ -247,6 +247,13 @@ class Analysis(ApiModel):
     background: bool = Field(
         True, description="Measure through the whole rollout, not only at analysis steps: a failure rolls back at any step."
     )
+    tag_rollbacks: bool = Field(
+        False,
+        description=(
+            "Tag a version the analysis rolled back in the MLflow Model Registry (`modelpilot.io/rolled-back`, "
+            "with the reason). The credentials Secret must allow editing the model."
+        ),
+    )
     checks: list[Check] = Field(default_factory=list, max_length=32, description="The checks the canary must pass.")
 
 

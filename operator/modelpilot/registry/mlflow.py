@@ -127,6 +127,19 @@ class MlflowRegistry:
             source=version.get("source", ""),
         )
 
+    async def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        """Set a tag on one model version; needs the right to edit the registered model."""
+        async with deadline(self.tracking_uri, self._timeout):
+            body = {"name": name, "version": version, "key": key, "value": value}
+            try:
+                response = await self._http.post("model-versions/set-tag", json=body)
+            except httpx.TransportError as exc:
+                raise RegistryUnreachable(f"cannot reach MLflow at {self.tracking_uri}: {type(exc).__name__}") from exc
+        if response.status_code in (401, 403):
+            raise CredentialsRefused(f"MLflow at {self.tracking_uri} refused to tag (HTTP {response.status_code})")
+        if response.status_code >= 400:
+            raise RegistryError(f"MLflow at {self.tracking_uri} refused to tag: HTTP {response.status_code} {response.text[:200]}")
+
     async def _require_model(self, name: str) -> None:
         if await self._get("registered-models/get", {"name": name}) is None:
             raise ModelNotFound(f"no registered model named {name!r} in {self.tracking_uri}")
