@@ -113,3 +113,10 @@ def test_background_analysis_off_measures_only_at_analysis_steps():
 def test_promote_skips_an_analysis_step_and_nothing_is_measured_once_promoting():
     d = step(started().state, 1001.0, requests=[("p", "promote", True)])
     assert d.state.phase == "Promoting" and not measurement_due(STEPS, d.state, PLAN, 5000.0)
+
+
+def test_checks_added_to_a_rollout_under_way_start_its_analysis():
+    d = advance(STEPS, None, seen(now=1000.0, analysis=None, canary=track("2", 1)))
+    assert d.state.analysis is None and d.state.step_index == 1
+    d = step(d.state, 1010.0)
+    assert d.state.analysis.next_at == 1040.0 and measurement_due(STEPS, d.state, PLAN, 1040.0)

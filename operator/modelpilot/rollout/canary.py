@@ -384,6 +384,9 @@ class _Run:
     # Analysis.
 
     def judge(self) -> None:
+        if self.seen.analysis is not None and self.state.analysis is None and self.state.phase in STEPPING:
+            # Checks added to the spec of a rollout under way: its analysis starts now.
+            self.set(analysis=judging.start(self.seen.analysis, self.now))
         measured, analysis = self.seen.measured, self.state.analysis
         if measured is None or analysis is None or self.seen.analysis is None or self.state.phase not in STEPPING:
             return
