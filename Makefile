@@ -58,7 +58,7 @@ test-unit: venv
 	$(PY) -m pytest tests/unit -q
 
 test: venv system-deps cluster-bins prometheus-bin
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 clean:
 	rm -rf $(VENV) .pytest_cache
