@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
 MODEL = "gateway-model"
 ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]
-STEPS = [{"setWeight": 20}, {"pause": {"duration": "25s"}}, {"setWeight": 50}, {"pause": {"duration": "20s"}}]
+STEPS = [{"setWeight": 20}, {"pause": {"duration": "15s"}}, {"setWeight": 50}, {"pause": {"duration": "12s"}}]
 # The gateway splits by weighted round robin, not by chance: over a few hundred answers the canary's share
 # is within this many points of the weight.
 TOLERANCE = 3
@@ -62,12 +62,12 @@ def test_the_gateway_sends_the_exact_weight_to_the_canary_and_promotes_without_a
             wait_for(lambda: sum(a.ok for a in load.answers) >= 20, "answers through the gateway", timeout=60)
             set_alias(mlflow, MODEL, "champion", v2)
             # setWeight 20: one canary pod (20% of 2, rounded up) and exactly 20% of the requests.
-            first = wait_for(lambda: reached(1, "Paused"), "the 25s pause after setWeight 20", timeout=300)
+            first = wait_for(lambda: reached(1, "Paused"), "the 15s pause after setWeight 20", timeout=300)
             marks["first"] = time.monotonic()
             assert (first["canary"]["replicas"], first["canary"]["weight"]) == (1, 20)
             backends = get(kubectl, "httproute", "gw", "-n", ns)["spec"]["rules"][0]["backendRefs"]
             assert [b["weight"] for b in backends] == [80, 20]
-            third = wait_for(lambda: reached(3, "Paused"), "the 20s pause after setWeight 50", timeout=300)
+            third = wait_for(lambda: reached(3, "Paused"), "the 12s pause after setWeight 50", timeout=300)
             marks["third"] = time.monotonic()
             assert (third["canary"]["replicas"], third["canary"]["weight"]) == (1, 50)
             wait_for(lambda: (get(kubectl, "mdep", "gw", "-n", ns)["status"].get("rollout") or {}).get("phase")
@@ -80,7 +80,7 @@ def test_the_gateway_sends_the_exact_weight_to_the_canary_and_promotes_without_a
         answers = load.answers
         since = {name: [round(a.sent - mark, 2) for a in load.failures()] for name, mark in marks.items()}
         assert load.failures() == [], f"{len(load.failures())} of {len(answers)} requests failed, seconds after {since}: {load.failures()[:5]}"
-        at_20, n20 = share_of(answers, v2, marks["first"] + SETTLE, marks["first"] + 20)  # inside the 25s pause
+        at_20, n20 = share_of(answers, v2, marks["first"] + SETTLE, marks["first"] + 12)  # inside the 15s pause
         at_50, n50 = share_of(answers, v2, marks["third"] + SETTLE, marks["promoting"])
         print(f"through the gateway version {v2} answered {at_20:.1f}% of {n20} at weight 20, {at_50:.1f}% of {n50} at weight 50")
         assert n20 >= 100 and n50 >= 50, (n20, n50)

@@ -13,6 +13,7 @@ import yaml
 from modelpilot.settings import Settings
 
 from tests.cluster.launcher import default_bin_dir
+from tests.support.gateway import install_gateway_api_crds
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "modelpilot"
 GENERATED_CRD = CHART.parents[1] / "crds" / "modelpilot.io_modeldeployments.yaml"
@@ -20,7 +21,8 @@ KUBE_VERSION = "v1.35.4"
 
 pytestmark = pytest.mark.cluster
 
-# (verb, resource, subresource, allowed) where the operator serves ModelDeployments.
+# (verb, resource, subresource, allowed) where the operator serves ModelDeployments. HTTPRoutes are asked
+# about with the Gateway API CRDs installed (the `gateway_api` fixture): kubectl only resolves served kinds.
 SERVING_RIGHTS = [
     ("list", "modeldeployments.modelpilot.io", "", "yes"),
     ("patch", "modeldeployments.modelpilot.io", "", "yes"),  # kopf's annotations
@@ -99,7 +101,12 @@ def test_default_runtime_image_is_the_operators_own_default(kube_cluster):
     assert env["MODELPILOT_RUNTIME_IMAGE"] == Settings().runtime_image
 
 
-def test_chart_lints_and_installs_cluster_wide(kube_cluster, kubectl, namespace):
+@pytest.fixture(scope="module")
+def gateway_api(kubectl) -> None:
+    install_gateway_api_crds(kubectl)
+
+
+def test_chart_lints_and_installs_cluster_wide(kube_cluster, kubectl, namespace, gateway_api):
     lint = helm(kube_cluster, "lint", str(CHART), "--strict")
     assert lint.returncode == 0, lint.stdout + lint.stderr
     release = f"mp-{namespace}"
@@ -126,7 +133,7 @@ def test_chart_lints_and_installs_cluster_wide(kube_cluster, kubectl, namespace)
         helm(kube_cluster, "uninstall", release, "-n", namespace)
 
 
-def test_watched_namespaces_get_roles_and_the_cluster_keeps_only_discovery(kube_cluster, kubectl, namespace):
+def test_watched_namespaces_get_roles_and_the_cluster_keeps_only_discovery(kube_cluster, kubectl, namespace, gateway_api):
     release = f"ns-{namespace}"
     rendered = helm(
         kube_cluster, "template", release, str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION,

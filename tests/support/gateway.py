@@ -46,9 +46,7 @@ def traefik_gateway(kubeconfig: Path, kubectl: Callable, namespace: str, name: s
     binary = traefik_binary()
     if not binary.exists():
         raise RuntimeError(f"{binary} is missing: run `make cluster-bins`")
-    kubectl("apply", "--server-side", "-f", str(gateway_api_crds()), check=True)
-    for crd in ("gatewayclasses", "gateways", "httproutes"):
-        kubectl("wait", "--for=condition=Established", f"crd/{crd}.gateway.networking.k8s.io", "--timeout=60s", check=True)
+    install_gateway_api_crds(kubectl)
     port, ping_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="modelpilot-traefik-") as tmp:
         log_path = Path(tmp) / "traefik.log"
@@ -70,6 +68,13 @@ def traefik_gateway(kubeconfig: Path, kubectl: Callable, namespace: str, name: s
             stop_process(proc)
             kubectl("delete", "gateway", name, "-n", namespace, "--ignore-not-found", "--wait=false")
             kubectl("delete", "gatewayclass", GATEWAY_CLASS, "--ignore-not-found", "--wait=false")
+
+
+def install_gateway_api_crds(kubectl: Callable) -> None:
+    """The Gateway API CRDs of the version Traefik is built with, established."""
+    kubectl("apply", "--server-side", "-f", str(gateway_api_crds()), check=True)
+    for crd in ("gatewayclasses", "gateways", "httproutes"):
+        kubectl("wait", "--for=condition=Established", f"crd/{crd}.gateway.networking.k8s.io", "--timeout=60s", check=True)
 
 
 def _manifests(name: str, namespace: str, port: int) -> str:
