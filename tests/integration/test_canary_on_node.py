@@ -119,7 +119,7 @@ def test_kubectl_modelpilot_aborts_retries_and_promotes_a_canary_a_newer_version
     ns, name = restricted_namespace, "manual"
     v1 = register_sklearn_model(mlflow, MANUAL_MODEL, alias="champion", seed=31)
     v2 = register_sklearn_model(mlflow, MANUAL_MODEL, seed=32)
-    apply_model(kubectl, ns, name, pod_mlflow_uri, {"name": MANUAL_MODEL, "alias": "champion"}, replicas=1,
+    apply_model(kubectl, ns, name, pod_mlflow_uri, {"name": MANUAL_MODEL, "alias": "champion"}, replicas=2,
                 rollout={"steps": MANUAL_STEPS})  # fmt: skip
     wait_status(kubectl, operator, ns, name, serving(v1), f"{name} Ready on version {v1}")
     url = f"http://{cluster_ip(kubectl, ns, name)}/invocations"
@@ -144,12 +144,12 @@ def test_kubectl_modelpilot_aborts_retries_and_promotes_a_canary_a_newer_version
     with Load(url, {"inputs": ROWS}, max_seconds=1500) as load:
         wait_for(lambda: len(load.answers) >= 20, "traffic to flow before the alias moves", timeout=30)
 
-        # 2. Version 2 comes up on 1 canary pod beside the stable one and waits for a promote.
+        # 2. Version 2 comes up on 2 canary pods beside the 2 stable ones and waits for a promote.
         set_alias(mlflow, MANUAL_MODEL, "champion", v2)
         wait_for(lambda: waiting_for_promote(v2), f"the canary of version {v2} to wait for a promote", timeout=300)
         marks["v2 paused"] = time.monotonic()
         st = status()
-        assert (st["canary"]["version"], st["canary"]["replicas"], st["canary"]["weight"]) == (v2, 1, 50)
+        assert (st["canary"]["version"], st["canary"]["replicas"], st["canary"]["weight"]) == (v2, 2, 50)
         assert st["stable"]["version"] == v1 and st["phase"] == "Progressing"
         answered_since(load, marks["v2 paused"] + SETTLE, 200, f"answers while version {v2} waits at 50%")
 
@@ -195,7 +195,7 @@ def test_kubectl_modelpilot_aborts_retries_and_promotes_a_canary_a_newer_version
         assert {s["stable"]["version"] for s in seen} == {v1}, "the stable track serves version 1 all along"
         path = [where(s) for s in seen]
         assert any(version == v3 and step == 0 for version, step, _ in path), f"the steps restart for version {v3}: {path}"
-        assert (st["canary"]["version"], st["canary"]["replicas"], st["canary"]["weight"]) == (v3, 1, 50)
+        assert (st["canary"]["version"], st["canary"]["replicas"], st["canary"]["weight"]) == (v3, 2, 50)
         replaced = st["rollout"]["history"][-1]
         assert (replaced["version"], replaced["previousVersion"], replaced["outcome"]) == (v2, v1, "Replaced"), replaced
         answered_since(load, marks["v3 paused"] + SETTLE, 200, f"answers while version {v3} waits at 50%")
