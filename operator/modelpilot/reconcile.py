@@ -260,16 +260,16 @@ def _converge(
     live_stable = cluster.get("Deployment", owner.namespace, track_name(owner.name, STABLE))
     live_canary = cluster.get("Deployment", owner.namespace, track_name(owner.name, CANARY))
     stable, pod_health = None, {}
+    pods = cluster.pods(owner.namespace, owner.name) if live_stable or live_canary else []
     if live_stable is not None:
         stable = TrackObservation.from_deployment(live_stable, LABEL_MODEL_VERSION)
-        pods = cluster.pods(owner.namespace, owner.name)
         pod_health = {
             "start_failure": health.start_failure(live_stable, pods, LABEL_MODEL_VERSION),
             "ready_versions": health.ready_versions(live_stable, pods, LABEL_MODEL_VERSION),
             "lingering_pods": health.lingering_pods(live_stable, pods, LABEL_MODEL_VERSION),
         }
     if live_canary is not None:
-        pod_health["canary_start_failure"] = health.start_failure(live_canary, cluster.pods(owner.namespace, owner.name), LABEL_MODEL_VERSION)
+        pod_health["canary_start_failure"] = health.start_failure(live_canary, pods, LABEL_MODEL_VERSION)
     moment = datetime.now(timezone.utc)
     observed = Observations(
         generation=meta.get("generation", 1),
