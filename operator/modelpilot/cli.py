@@ -185,7 +185,7 @@ def render_history(body: dict) -> str:
     """Past rollouts, newest first, and the one under way. Pure."""
     rollout = (body.get("status") or {}).get("rollout") or {}
     rows = [("VERSION", "FROM", "OUTCOME", "DURATION", "FINISHED", "REASON")]
-    if rollout.get("phase") in ("Progressing", "Paused", "Promoting"):
+    if rollout.get("phase") in ("Progressing", "Paused", "Promoting", "Baking"):
         rows.append((rollout.get("canaryVersion") or "-", rollout.get("stableVersion") or "-", rollout["phase"],
                      "-", "-", rollout.get("message", "")))  # fmt: skip
     for entry in reversed(rollout.get("history") or ()):

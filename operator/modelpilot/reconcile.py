@@ -35,6 +35,7 @@ from .render.owner import Owner
 from .rollout import health, requests
 from .rollout.conditions import notices
 from .rollout.images import image_refusal
+from .rollout.canary import BAKING
 from .rollout.judging import Measured
 from .rollout.plan import Observations, Plan, apply_failed, measurement_due, plan, resolved_for
 from .rollout.tracks import TrackObservation
@@ -158,7 +159,8 @@ class Reconciler:
                 del self._memory[uid]
 
     async def _measure(self, meta: dict, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, clock: float) -> Measured:
-        """Measure the canary under way: every check over the last analysis interval, from Prometheus."""
+        """Measure the canary under way, or the promoted version baking: every check over the last analysis
+        interval, from Prometheus."""
         analysis, rollout = spec.rollout.analysis, status.rollout
         address = analysis.prometheus.address or self.settings.prometheus_address
         if not address:
@@ -175,7 +177,9 @@ class Reconciler:
                 return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret does not exist")
             auth = PrometheusAuth.from_secret_data(data)
         provider = PrometheusProvider(address, seconds(analysis.prometheus.timeout), auth)
-        taken = await measure.take(provider, analysis, meta["namespace"], meta["name"], rollout.canary_version, rollout.stable_version)
+        baking = rollout.phase == BAKING  # the promoted version serves alone, on the stable track
+        taken = await measure.take(provider, analysis, meta["namespace"], meta["name"], rollout.canary_version,
+                                   None if baking else rollout.stable_version, STABLE if baking else CANARY)  # fmt: skip
         return Measured(clock, sample=taken.sample, measurements=taken.measurements, error=taken.error)
 
     async def _resolve(self, namespace: str, spec: ModelDeploymentSpec) -> Resolution:

@@ -33,10 +33,11 @@ def track(version="1", replicas=3, ready=None, updated=None, total=None, current
 
 
 def seen(desired="2", now=0.0, generation=1, replicas=3, stable="default", canary=None, requests=(), router=REPLICA_RATIO,
-         analysis=None, measured=None) -> Observed:  # fmt: skip
+         analysis=None, measured=None, bake_seconds=0.0, promotion_blocked=None) -> Observed:  # fmt: skip
     stable = track() if stable == "default" else stable
     requests = tuple(Request(*r) for r in requests)
-    return Observed(desired, generation, now, replicas, router, stable, canary, requests, analysis, measured)
+    return Observed(desired, generation, now, replicas, router, stable, canary, requests, analysis, measured,
+                    bake_seconds, promotion_blocked)  # fmt: skip
 
 
 def restart(state: CanaryState) -> CanaryState:

@@ -209,3 +209,71 @@ def test_a_canary_that_cannot_start_holds_the_rollout_and_says_why_while_stable_
     assert stuck.canary == V2 and stuck.serve == V1  # nothing promoted or torn down
     recovered = plan(SPEC, stuck.status, observe(V2, T0 + 40, stable=stable, canary=track("m-canary", "2", 1)))
     assert recovered.status.phase == "Progressing" and reason(recovered.status, "Degraded") == "Healthy"
+
+
+# Bake after promotion, and a registry outage mid-rollout.
+
+BAKE_SPEC = ModelDeploymentSpec.model_validate({**SPEC.to_wire(), "rollout": {"steps": STEPS, "bakeTime": "5m"}})
+
+
+def promoted(spec=SPEC):
+    """Status of a rollout of version 2 that passed its steps, its stable track now running version 2."""
+    status, stable, clock, canary = serving_v1(), track("m", "1", 3), T0, None
+    for _ in range(4):
+        result = plan(spec, status, observe(V2, clock, stable=stable, canary=canary, spec=spec))
+        status, clock = result.status, clock + 21
+        canary = track("m-canary", "2", result.canary_replicas)
+    assert status.rollout.phase == "Promoting"
+    return plan(spec, status, observe(V2, clock, stable=track("m", "2", 3), canary=canary, spec=spec)), clock
+
+
+def test_a_baking_version_serves_and_says_so_then_a_rollback_puts_the_kept_version_back():
+    baking, clock = promoted(BAKE_SPEC)
+    st = baking.status
+    assert st.rollout.phase == "Baking" and baking.serve == V2 and baking.remove_canary
+    assert st.phase == "Progressing" and reason(st, "Progressing") == "Baking" and reason(st, "Ready") == "Serving"
+    assert st.rollout.stable_model == V1  # kept in status: a rollback needs no registry
+    aborting = Observations(
+        generation=1, now="t", clock=clock + 5, resolution=Resolution(model=V2), stable=track("m", "2", 3),
+        requests=(Request("r1", "abort"),), router=router_for(BAKE_SPEC),
+    )
+    rolled = plan(BAKE_SPEC, ModelDeploymentStatus.model_validate(st.to_wire()), aborting)
+    assert rolled.serve == V1 and rolled.status.phase == "Degraded" and rolled.status.rollout.phase == "Aborted"
+
+
+def test_without_a_bake_time_promotion_completes_as_soon_as_the_stable_track_runs_it():
+    done, _ = promoted()
+    assert done.status.rollout.phase == "Completed" and done.status.phase == "Ready"
+
+
+def registry_down(clock, stable, canary=None) -> Observations:
+    outage = Resolution.failed("RegistryUnreachable", "MLflow at http://mlflow is unreachable", retryable=True)
+    return Observations(generation=1, now="t", clock=clock, resolution=outage, stable=stable, canary=canary, router=router_for(SPEC))
+
+
+def test_a_registry_outage_mid_rollout_goes_on_with_the_recorded_version_but_never_promotes():
+    status, stable, clock, canary = serving_v1(), track("m", "1", 3), T0, None
+    for _ in range(2):  # setWeight 25, then into the pause
+        result = plan(SPEC, status, observe(V2, clock, stable=stable, canary=canary))
+        status, clock, canary = result.status, clock + 1, track("m-canary", "2", result.canary_replicas)
+    down = plan(SPEC, status, registry_down(clock + 30, stable, canary))
+    st = down.status
+    assert down.serve == V1 and down.canary == V2 and st.model == V2
+    assert get_condition(st.conditions, "ModelResolved").status == "Unknown"
+    assert "MLflow at http://mlflow is unreachable" in st.message
+    # Reconciles that do not ask the registry plan with the recorded outage, up to the last step and no further.
+    status = st
+    for _ in range(3):
+        result = plan(SPEC, status, Observations(generation=1, now="t", clock=clock + 60, stable=stable,
+                                                  canary=track("m-canary", "2", 3), router=router_for(SPEC)))  # fmt: skip
+        status = result.status
+    assert status.rollout.phase == "Paused" and status.rollout.step_index == 3 and result.serve == V1
+    assert "promotion waits until the registry answers" in status.rollout.message
+    back = plan(SPEC, status, observe(V2, clock + 61, stable=stable, canary=track("m-canary", "2", 3)))
+    assert back.status.rollout.phase == "Promoting" and back.serve == V2
+
+
+def test_a_registry_outage_with_no_rollout_under_way_keeps_serving_and_stays_ready():
+    status = plan(SPEC, serving_v1(), observe(V1, T0 + 1, stable=track("m", "1", 3))).status
+    down = plan(SPEC, status, registry_down(T0 + 2, track("m", "1", 3)))
+    assert down.apply is False and down.status.phase == "Ready"

@@ -120,3 +120,100 @@ def test_checks_added_to_a_rollout_under_way_start_its_analysis():
     assert d.state.analysis is None and d.state.step_index == 1
     d = step(d.state, 1010.0)
     assert d.state.analysis.next_at == 1040.0 and measurement_due(STEPS, d.state, PLAN, 1040.0)
+
+
+# Bake after promotion.
+
+BAKE_STEPS = (SetWeight(25), Analysis(checks=("errors",), count=1))
+
+
+def promoted_and_rolled_out(bake_seconds=120.0):
+    """A rollout of version 2 whose analysis step passed and whose stable track then took it."""
+    d = advance(BAKE_STEPS, None, seen(now=1000.0, analysis=PLAN, canary=track("2", 1)))
+    d = step(d.state, 1030.0, steps=BAKE_STEPS, measured=Measured(1030.0, sample=40, measurements=(ok(),)))
+    assert d.state.phase == "Promoting"
+    return step(d.state, 1040.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=bake_seconds)
+
+
+def test_a_promoted_version_bakes_alone_on_the_stable_track_and_is_measured_throughout():
+    d = promoted_and_rolled_out()
+    assert d.state.phase == "Baking" and "RolloutBaking" in reasons(d)
+    assert (d.stable_version_to_run, d.canary_version_to_run, d.canary_replicas) == ("2", None, 0)
+    assert d.state.stable_version == "1"  # what a rollback goes back to
+    assert "version 1 is kept to roll back to" in d.state.message
+    # The bake is judged afresh, every interval, background analysis or not.
+    assert (d.state.analysis.failures, d.state.analysis.next_at) == (0, 1070.0) and d.requeue_after == 30
+    assert measurement_due(BAKE_STEPS, d.state, AnalysisPlan(interval=30, background=False), 1070.0)
+
+
+def test_a_bake_that_passes_completes_once_its_time_is_up():
+    d = promoted_and_rolled_out(bake_seconds=50.0)
+    d = step(d.state, 1070.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=50.0,
+             measured=Measured(1070.0, sample=40, measurements=(ok(),)))  # fmt: skip
+    assert d.state.phase == "Baking" and abs(d.requeue_after - 20) < 0.01
+    d = step(d.state, 1090.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=50.0)
+    assert d.state.phase == "Completed" and d.state.stable_version == "2"
+    assert (d.state.history[-1].outcome, d.state.history[-1].reason) == ("Promoted", "baked 50s")
+
+
+def test_a_bake_without_a_verdict_does_not_end_on_time():
+    d = promoted_and_rolled_out(bake_seconds=50.0)
+    d = step(d.state, 1070.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=50.0, measured=Measured(1070.0, sample=3))
+    d = step(d.state, 1095.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=50.0)
+    assert d.state.phase == "Baking" and "the bake ends on a verdict: waiting for traffic" in d.state.message
+
+
+def test_a_failed_check_while_baking_rolls_the_stable_track_back_to_the_previous_version():
+    d = promoted_and_rolled_out()
+    for at in (1070.0, 1100.0):  # the failure limit is 1
+        d = step(d.state, at, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=120.0,
+                 measured=Measured(at, sample=40, measurements=(bad(check="drift", value=0.9),)))  # fmt: skip
+    assert d.state.phase == "Aborted" and d.stable_version_to_run == "1" and d.canary_version_to_run is None
+    rolled = next(e for e in d.events if e.reason == "RolledBack")
+    assert "the stable track rolls back to version 1" in rolled.message and "drift 0.9 > max 0.05" in rolled.message
+    assert d.state.history[-1].outcome == "RolledBack" and d.state.rejected[-1].version == "2"
+    assert any("promoted version 2" in e.message for e in d.events if e.reason == "AnalysisFailed")
+
+
+def test_promote_ends_a_bake_and_abort_rolls_it_back():
+    d = promoted_and_rolled_out()
+    ended = step(d.state, 1050.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=120.0, requests=[("p", "promote")])
+    assert ended.state.phase == "Completed" and ended.state.history[-1].reason == "baked until a promote request"
+    aborted = step(d.state, 1050.0, steps=BAKE_STEPS, stable=track("2", 3), bake_seconds=120.0, requests=[("a", "abort")])
+    assert aborted.state.phase == "Aborted" and aborted.stable_version_to_run == "1"
+
+
+def test_a_newer_version_while_baking_keeps_the_baked_one_and_starts_its_own_canary():
+    d = promoted_and_rolled_out()
+    d = step(d.state, 1050.0, steps=BAKE_STEPS, desired="3", stable=track("2", 3), bake_seconds=120.0)
+    assert d.state.history[-1].outcome == "Promoted" and d.state.stable_version == "2"
+    assert d.state.canary_version == "3" and d.stable_version_to_run == "2"
+
+
+# A registry outage mid-rollout.
+
+
+def test_while_promotion_is_blocked_a_canary_that_passed_its_steps_waits_and_a_bad_one_still_rolls_back():
+    blocked = "MLflow at http://mlflow is unreachable"
+    d = advance(BAKE_STEPS, None, seen(now=1000.0, analysis=PLAN, canary=track("2", 1)))
+    waiting = step(d.state, 1030.0, steps=BAKE_STEPS, promotion_blocked=blocked,
+                   measured=Measured(1030.0, sample=40, measurements=(ok(),)))  # fmt: skip
+    assert waiting.state.phase == "Paused" and waiting.state.step_index == 2 and waiting.canary_replicas == 1
+    assert "promotion waits until the registry answers: " + blocked in waiting.state.message
+    # Still measured: failures roll back without the registry.
+    d = waiting
+    for at in (1060.0, 1090.0):
+        d = step(d.state, at, steps=BAKE_STEPS, promotion_blocked=blocked, measured=Measured(at, sample=40, measurements=(bad(),)))
+    assert d.state.phase == "Aborted" and d.stable_version_to_run == "1"
+    # The registry back and the analysis passing: promoted.
+    back = step(waiting.state, 1060.0, steps=BAKE_STEPS, measured=Measured(1060.0, sample=40, measurements=(ok(),)))
+    assert back.state.phase == "Promoting"
+
+
+def test_an_inconclusive_measurement_while_promotion_was_blocked_still_holds_promotion():
+    blocked = "MLflow at http://mlflow is unreachable"
+    d = advance(BAKE_STEPS, None, seen(now=1000.0, analysis=PLAN, canary=track("2", 1)))
+    d = step(d.state, 1030.0, steps=BAKE_STEPS, promotion_blocked=blocked, measured=Measured(1030.0, sample=40, measurements=(ok(),)))
+    d = step(d.state, 1060.0, steps=BAKE_STEPS, promotion_blocked=blocked, measured=Measured(1060.0, error="unreachable"))
+    d = step(d.state, 1061.0, steps=BAKE_STEPS)  # the registry is back, Prometheus not yet
+    assert d.state.phase == "Paused" and "analysis inconclusive" in d.state.message

@@ -309,6 +309,14 @@ class Rollout(ApiModel):
         default_factory=TrafficRouting,
         description="The traffic router. Without one, the canary's share is its share of ready pods (replica ratio).",
     )
+    bake_time: str | None = Field(
+        None,
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long a promoted version stays under analysis once every stable pod runs it. Meanwhile the "
+            "previous version is kept scaled down, and a failed check or an abort rolls back to it."
+        ),
+    )
 
 
 class ModelDeploymentSpec(ApiModel):

@@ -111,8 +111,8 @@ class AnalysisStatus(ApiModel):
 class RolloutStatus(ApiModel):
     """Where the canary rollout stands: everything needed to resume it after an operator restart."""
 
-    phase: Literal["Progressing", "Paused", "Promoting", "Completed", "Aborted"] = Field(
-        description="Progressing, Paused, Promoting, Completed (no rollout under way) or Aborted."
+    phase: Literal["Progressing", "Paused", "Promoting", "Baking", "Completed", "Aborted"] = Field(
+        description="Progressing, Paused, Promoting, Baking (promoted, still watched), Completed (no rollout under way) or Aborted."
     )
     stable_version: str | None = Field(None, description="The version the stable track serves between rollouts.")
     stable_model: ResolvedModel | None = Field(

@@ -3,14 +3,18 @@
 When the version to serve changes, the new version comes up on the canary track beside the stable one and
 takes traffic step by step (setWeight, pause, analysis). After the last step it is promoted: the stable
 track rolls out the new version while the canary keeps its share; once every stable pod runs it and is
-ready, the canary goes to zero pods and the rollout is Completed. An abort sends all traffic back to the
+ready, the canary goes to zero pods and the rollout is Completed, or first Baking when a bake time is
+set: the promoted version serves alone while the analysis goes on watching it, and the previous version's
+pods are kept scaled down by the stable Deployment (its old ReplicaSet), so a failed check rolls back to
+it without asking the registry. An abort sends all traffic back to the
 stable track at once and records the version as rejected.
 
 Everything a rollout needs to go on lives in `CanaryState`, which status holds, and the clock is passed
 in: an operator restarted at any moment resumes at the same step with the pause time that was left.
 
 Phases: Progressing (a step is under way), Paused (a pause step, an analysis that needs a person, or a
-pause request), Promoting (the stable track is rolling out the new version), Completed (no rollout under
+pause request), Promoting (the stable track is rolling out the new version), Baking (promoted, still
+watched for the bake time; an abort or a failed check rolls the stable track back), Completed (no rollout under
 way: the stable track serves `stable_version`; also the state before the first rollout), Aborted (the
 last rollout was rejected; the stable track serves `stable_version`).
 
@@ -33,6 +37,12 @@ Rules decided here:
   steps only; a failure beyond the limit rolls back (an abort the operator decides, recorded as
   RolledBack), an inconclusive measurement holds the step. An analysis step with checks is done after its
   count of passing measurements; one with no checks passes at once.
+- While the registry cannot be asked (`promotion_blocked`), steps and analysis go on, so a bad canary is
+  still rolled back, but a canary that passed every step waits: whether the reference still wants it is
+  unknown. A person's full promote request still promotes.
+- Baking measures the promoted version on the stable track with the absolute bounds of the checks (no
+  other version serves to compare with). The bake ends once its time is up and the last measurement gave
+  a verdict; a promote request ends it at once.
 """
 
 from __future__ import annotations
@@ -46,9 +56,12 @@ from .tracks import TrackObservation
 if TYPE_CHECKING:
     from ..traffic import Router
 
-PROGRESSING, PAUSED, PROMOTING, COMPLETED, ABORTED = "Progressing", "Paused", "Promoting", "Completed", "Aborted"
+PROGRESSING, PAUSED, PROMOTING, BAKING = "Progressing", "Paused", "Promoting", "Baking"
+COMPLETED, ABORTED = "Completed", "Aborted"
 STEPPING = (PROGRESSING, PAUSED)
-ACTIVE = (PROGRESSING, PAUSED, PROMOTING)
+# Phases in which the analysis measures: the canary while steps run, the promoted version while it bakes.
+JUDGED = (PROGRESSING, PAUSED, BAKING)
+ACTIVE = (PROGRESSING, PAUSED, PROMOTING, BAKING)
 
 # Request ids kept in status: enough for the handful a rollout sees, small enough for a status object.
 MAX_HANDLED_REQUESTS = 32
@@ -162,6 +175,10 @@ class Observed:
     # The spec's analysis settings (None without checks), and a measurement the shell just took.
     analysis: judging.AnalysisPlan | None = None
     measured: judging.Measured | None = None
+    # Seconds the promoted version bakes before the rollout is Completed; 0 completes it at once.
+    bake_seconds: float = 0.0
+    # Why a canary that passed its steps may not be promoted now (the registry is unreachable); None: it may.
+    promotion_blocked: str | None = None
 
 
 class Event(NamedTuple):
@@ -195,13 +212,18 @@ def advance(steps, state: CanaryState | None, observed: Observed) -> Decision:
 
 def measurement_due(steps, state: CanaryState | None, analysis: judging.AnalysisPlan | None, now: float) -> bool:
     """Whether the shell must take a measurement before the next `advance`."""
-    if state is None or state.phase not in STEPPING:
+    if state is None or state.phase not in JUDGED:
         return False
-    return judging.due(state.analysis, analysis, _at_analysis(tuple(steps), state), now)
+    return judging.due(state.analysis, analysis, _measures_always(tuple(steps), state), now)
 
 
 def _at_analysis(steps: tuple, state: CanaryState) -> bool:
     return state.step_index < len(steps) and isinstance(steps[state.step_index], Analysis)
+
+
+def _measures_always(steps: tuple, state: CanaryState) -> bool:
+    """Measured even without background analysis: at an analysis step, and while baking."""
+    return state.phase == BAKING or _at_analysis(steps, state)
 
 
 class _Run:
@@ -243,6 +265,10 @@ class _Run:
                 self.event("RequestIgnored", f"request {request.id} ({request.action}): {why_not}")
 
     def _request_promote(self, request: Request) -> str | None:
+        if self.state.phase == BAKING:
+            self.event("PromoteRequested", f"request {request.id}: bake of version {self.state.canary_version} ended")
+            self._complete("baked until a promote request")
+            return None
         if self.state.phase not in STEPPING:
             return "no canary steps under way"
         self._lift_pause()
@@ -308,8 +334,8 @@ class _Run:
             if desired == state.stable_version or self._rejected(desired):
                 self._abandon()
             else:
-                if state.phase == PROMOTING:
-                    # It passed its steps and the stable track is already moving to it: keep it there.
+                if state.phase in (PROMOTING, BAKING):
+                    # It passed its steps and the stable track already moves to it (or runs it): keep it there.
                     self.record(PROMOTED, f"passed its steps; version {desired} came while the stable track took it")
                     self.set(stable_version=state.canary_version, last_promoted=state.canary_version)
                 else:
@@ -363,8 +389,8 @@ class _Run:
         version = self.state.canary_version
         rejected = (*(r for r in self.state.rejected if r.version != version), Rejection(version, reason, self.seen.generation))
         stable = self.state.stable_version
-        if self.state.phase == PROMOTING:
-            # Some stable pods already run it: they roll back, as fast as the Deployment allows.
+        if self.state.phase in (PROMOTING, BAKING):
+            # Some stable pods (while baking, all of them) already run it: they roll back, as fast as the Deployment allows.
             message = f"version {version} {reason}: the stable track rolls back to version {stable}"
         else:
             message = f"version {version} {reason}: all traffic back to version {stable}"
@@ -384,28 +410,29 @@ class _Run:
     # Analysis.
 
     def judge(self) -> None:
-        if self.seen.analysis is not None and self.state.analysis is None and self.state.phase in STEPPING:
+        if self.seen.analysis is not None and self.state.analysis is None and self.state.phase in JUDGED:
             # Checks added to the spec of a rollout under way: its analysis starts now.
             self.set(analysis=judging.start(self.seen.analysis, self.now))
         measured, analysis = self.seen.measured, self.state.analysis
-        if measured is None or analysis is None or self.seen.analysis is None or self.state.phase not in STEPPING:
+        if measured is None or analysis is None or self.seen.analysis is None or self.state.phase not in JUDGED:
             return
         if measured.at < analysis.next_at:
             return  # taken for an earlier state, or twice: each interval counts once
         outcome = judging.record(analysis, self.seen.analysis, measured, _at_analysis(self.steps, self.state))
+        subject = "promoted" if self.state.phase == BAKING else "canary"
         self.set(analysis=outcome.state)
         for warning, reason, message in outcome.events:
-            self.event(reason, f"canary version {self.state.canary_version}: {message}", warning=warning)
+            self.event(reason, f"{subject} version {self.state.canary_version}: {message}", warning=warning)
         if outcome.rollback is not None:
             self._abort(outcome.rollback, rolled_back=True)
 
     def _analysis_active(self) -> bool:
         plan = self.seen.analysis
         return (
-            self.state.phase in STEPPING
+            self.state.phase in JUDGED
             and self.state.analysis is not None
             and plan is not None
-            and (plan.background or _at_analysis(self.steps, self.state))
+            and (plan.background or _measures_always(self.steps, self.state))
         )
 
     # Steps.
@@ -415,25 +442,32 @@ class _Run:
         for _ in range(len(self.steps) + 1):
             if self.state.phase not in STEPPING or self.state.paused_manually:
                 break
-            if self.state.step_index >= len(self.steps):
-                # A new generation removed the steps that were left.
-                self._promote()
-                break
             if self._analysis_active() and self.state.analysis.held:
-                self._hold(PAUSED, f"step {self.state.step_index + 1}/{len(self.steps)}: {self.state.analysis.held}")
+                self._hold(PAUSED, f"step {min(self.state.step_index + 1, len(self.steps))}/{len(self.steps)}: {self.state.analysis.held}")
+                break
+            if self.state.step_index >= len(self.steps):
+                # Every step passed while promotion was blocked, or a new generation removed the steps left.
+                self._enter(len(self.steps))
                 break
             if not self._step_done(self.steps[self.state.step_index]):
                 break
             self._enter(self.state.step_index + 1)
         if self.state.phase == PROMOTING:
             self._check_promoted()
+        if self.state.phase == BAKING:
+            self._check_baked()
         if self._analysis_active():
             left = max(0.1, self.state.analysis.next_at - self.now)
             self.requeue = left if self.requeue is None else min(self.requeue, left)
 
     def _enter(self, index: int) -> None:
         if index >= len(self.steps):
-            self._promote()
+            blocked = self.seen.promotion_blocked
+            if blocked is None:
+                self._promote()
+            else:
+                self.set(step_index=len(self.steps))
+                self._hold(PAUSED, f"every step passed; promotion waits until the registry answers: {blocked}")
             return
         step, label = self.steps[index], f"step {index + 1}/{len(self.steps)}"
         self.set(phase=PROGRESSING, step_index=index, step_started_at=self.now)
@@ -495,19 +529,10 @@ class _Run:
     def _check_promoted(self) -> None:
         version, stable = self.state.canary_version, self.seen.stable
         if stable is not None and stable.version == version and stable.rolled_out:
-            message = f"version {version} promoted: every stable pod runs it; the canary is scaled to zero"
-            self.record(PROMOTED, "every stable pod runs it")
-            self.set(
-                phase=COMPLETED,
-                stable_version=version,
-                canary_version=None,
-                last_promoted=version,
-                requested_weight=0,
-                canary_replicas_override=None,
-                step_started_at=None,
-                message=message,
-            )
-            self.event("RolloutCompleted", message)
+            if self.seen.bake_seconds > 0:
+                self._bake()
+            else:
+                self._complete("every stable pod runs it")
         else:
             if stable is None or stable.version != version:
                 progress = "waiting for the stable Deployment to take it"
@@ -516,6 +541,48 @@ class _Run:
             else:
                 progress = f"{stable.updated_replicas}/{stable.replicas} stable pods updated, {stable.ready_replicas} ready"
             self.set(message=f"promoting version {version}: {progress}")
+
+    def _bake(self) -> None:
+        version, previous, bake = self.state.canary_version, self.state.stable_version, self.seen.bake_seconds
+        message = f"version {version} serves on every stable pod and bakes for {bake:g}s; version {previous} is kept to roll back to"
+        plan, analysis = self.seen.analysis, self.state.analysis
+        if plan is not None:
+            # The bake is judged on its own: the canary's counts are done with.
+            fresh = judging.start(plan, self.now)
+            analysis = fresh if analysis is None else replace(fresh, measurements=analysis.measurements)
+        self.set(phase=BAKING, step_started_at=self.now, requested_weight=0, canary_replicas_override=None,
+                 analysis=analysis, message=message)  # fmt: skip
+        self.event("RolloutBaking", message)
+
+    def _check_baked(self) -> None:
+        version, previous = self.state.canary_version, self.state.stable_version
+        left = self.state.step_started_at + self.seen.bake_seconds - self.now
+        held = self.state.analysis.held if self.state.analysis is not None and self.seen.analysis is not None else None
+        if left > 0:
+            self.requeue = left if self.requeue is None else min(self.requeue, left)
+            self.set(message=f"version {version} bakes, {left:.0f}s left; version {previous} is kept to roll back to")
+        elif held:
+            self.set(message=f"version {version} baked its time; the bake ends on a verdict: {held}")
+        else:
+            self._complete(f"baked {self.seen.bake_seconds:g}s")
+
+    def _complete(self, how: str) -> None:
+        version = self.state.canary_version
+        message = f"version {version} promoted: every stable pod runs it; the canary is scaled to zero"
+        if self.state.phase == BAKING:
+            message = f"version {version} promoted: {how}"
+        self.record(PROMOTED, how)
+        self.set(
+            phase=COMPLETED,
+            stable_version=version,
+            canary_version=None,
+            last_promoted=version,
+            requested_weight=0,
+            canary_replicas_override=None,
+            step_started_at=None,
+            message=message,
+        )
+        self.event("RolloutCompleted", message)
 
     # Result.
 
@@ -532,6 +599,8 @@ class _Run:
             stable, canary, count = stable_version, state.canary_version, self._canary_count()
         elif state.phase == PROMOTING:
             stable, canary, count = state.canary_version, state.canary_version, self._canary_count()
+        elif state.phase == BAKING:
+            stable, canary, count = state.canary_version, None, 0
         else:
             stable, canary, count = stable_version, None, 0
         return Decision(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ..api.base import seconds
 from ..api.spec import ModelDeploymentSpec
 from ..api.status import CanaryStatus, ModelDeploymentStatus, ResolvedModel, StableTrackStatus
 from ..registry.resolution import Resolution
@@ -83,12 +84,17 @@ def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observ
         return None
     resolution = observed.resolution
     if resolution is None:
-        if not resolved_for(status, observed.generation):
+        if resolved_for(status, observed.generation):
+            resolution = Resolution(model=status.model)
+        elif (resolution := _outage_for(status, observed.generation)) is None:
             return None
-        resolution = Resolution(model=status.model)
-    if resolution.model is None:
-        return _plan_failure(status, observed, resolution)
     remove_autoscaler = observed.autoscaler and spec is not None and spec.autoscaling is None
+    if resolution.model is None:
+        if not _rollout_goes_on(spec, status, resolution):
+            return _plan_failure(status, observed, resolution)
+        # The registry is down mid-rollout: the rollout goes on with the version it had, except promotion.
+        decision = _plan_canary(spec, status, observed, status.model, blocked=resolution)
+        return _with_router(replace(decision, remove_autoscaler=remove_autoscaler), status, observed)
     if spec is not None and spec.rollout.steps:
         decision = replace(_plan_canary(spec, status, observed, resolution.model), remove_autoscaler=remove_autoscaler)
     else:
@@ -124,6 +130,28 @@ def resolved_for(status: ModelDeploymentStatus, generation: int) -> bool:
         and status.observed_generation == generation
         and resolved is not None
         and resolved.status == "True"
+    )
+
+
+def _outage_for(status: ModelDeploymentStatus, generation: int) -> Resolution | None:
+    """The registry outage status records for this generation, to plan with while it lasts."""
+    resolved = get_condition(status.conditions, "ModelResolved")
+    if status.observed_generation != generation or resolved is None or resolved.reason not in _OUTAGES:
+        return None
+    return Resolution.failed(resolved.reason, resolved.message, retryable=True)
+
+
+def _rollout_goes_on(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, failure: Resolution) -> bool:
+    """A registry outage does not stop a rollout under way: its analysis can still roll a bad canary back."""
+    rollout = status.rollout
+    return (
+        failure.reason in _OUTAGES
+        and spec is not None
+        and bool(spec.rollout.steps)
+        and status.model is not None
+        and rollout is not None
+        and rollout.phase in canary.ACTIVE
+        and rollout.canary_version == status.model.version
     )
 
 
@@ -227,8 +255,10 @@ def _plan_resolved(status: ModelDeploymentStatus, observed: Observations, model:
 _CANARY_REASONS = {canary.PROGRESSING: "CanaryProgressing", canary.PAUSED: "CanaryPaused", canary.PROMOTING: "CanaryPromoting"}
 
 
-def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel) -> Plan:
-    """A version change with rollout steps: the canary state machine decides what each track runs."""
+def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, observed: Observations, model: ResolvedModel,
+                 blocked: Resolution | None = None) -> Plan:  # fmt: skip
+    """A version change with rollout steps: the canary state machine decides what each track runs. With
+    `blocked` (a registry outage) `model` is the version status recorded, and nothing is promoted."""
     stable = observed.stable
     # With autoscaling the stable track runs what the autoscaler chose; the canary is sized from that.
     replicas = stable.replicas if spec.autoscaling is not None and stable is not None else spec.replicas
@@ -239,6 +269,8 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
             desired_version=model.version, generation=observed.generation, now=observed.clock,
             replicas=replicas, router=observed.router, stable=stable, canary=observed.canary,
             requests=observed.requests, analysis=records.analysis_plan(spec.rollout), measured=observed.measured,
+            bake_seconds=seconds(spec.rollout.bake_time) if spec.rollout.bake_time else 0.0,
+            promotion_blocked=blocked.message if blocked is not None else None,
         ),
     )  # fmt: skip
     state = decision.state
@@ -256,6 +288,11 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
             cond("Progressing", False, why, state.message)
             cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", state.message)
             new.phase = "Degraded"
+        elif state.phase == canary.BAKING:
+            cond("Degraded", False, "Healthy", "")
+            cond("Progressing", True, "Baking", state.message)
+            cond("Ready", serving, "Serving" if serving else "ReplicasNotReady", state.message)
+            new.phase = "Progressing"
         elif stuck is not None:
             # The rollout holds where it is (nothing is promoted or aborted on its own), and says why.
             track, failure = stuck
@@ -270,6 +307,13 @@ def _plan_canary(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, obser
             cond("Progressing", True, _CANARY_REASONS[state.phase], state.message)
             cond("Ready", False, "CanaryInProgress", state.message)
             new.phase = "Progressing"
+    if blocked is not None:
+        # The reference is unknown while the registry is down: said, and what status holds stays.
+        cond = _setter(new, observed)
+        cond("ModelResolved", None, blocked.reason, blocked.message)
+        new.model = status.model
+        if blocked.message not in new.message:
+            new.message = f"{new.message}; {blocked.message}"
     # The stable track runs the version the state machine says: the new one once promoted, else the one
     # that served before (which also takes back a stable track an abort during promotion left half-way).
     serve = next((m for m in (model, stable_model) if m is not None and m.version == decision.stable_version_to_run), None)
@@ -307,9 +351,13 @@ def _stuck_track(state, observed: Observations) -> tuple[str, StartFailure] | No
 
 def _linger(spec: ModelDeploymentSpec, state, observed: Observations) -> float:
     """Seconds the canary's pods still stay after the rollout ended, while the router stops sending to them."""
-    if not state.history:
+    if state.phase == canary.BAKING:
+        stopped = state.step_started_at  # the canary stopped taking traffic when the bake began
+    elif state.history:
+        stopped = state.history[-1].finished_at
+    else:
         return 0.0
-    left = state.history[-1].finished_at + observed.router.scale_down_delay(spec) - observed.clock
+    left = stopped + observed.router.scale_down_delay(spec) - observed.clock
     return max(0.0, left)
 
 
