@@ -47,8 +47,10 @@ images: venv system-deps
 cluster: venv cluster-bins
 	$(PY) -m tests.cluster.launcher
 
-dev: venv system-deps cluster-bins
-	$(PY) -m tests.cluster.dev
+# DEMO=0 skips the scripted analysis demo (and the Prometheus it needs).
+dev: venv system-deps
+	$(MAKE) --no-print-directory -j3 cluster-bins $(if $(filter 0,$(DEMO)),,prometheus-bin)
+	$(PY) -m tests.cluster.dev $(if $(filter 0,$(DEMO)),--no-demo,)
 
 crds: venv
 	$(PY) -m modelpilot.api.crd > crds/modelpilot.io_modeldeployments.yaml

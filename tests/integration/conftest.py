@@ -7,38 +7,24 @@ import re
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
-import yaml
 
 from tests.cluster.launcher import default_bin_dir
 from tests.conftest import fresh_namespace
 from tests.support.mlflow import register_sklearn_model
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
-from tests.support.prometheus import SCRAPE_INTERVAL, prometheus_server
-from tests.support.prometheus_build import ensure_prometheus_with_kubernetes_sd
-
-SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
-
-
-def recommended_scrape_configs(kubeconfig: Path) -> list[dict]:
-    """The documented scrape configs unchanged but for where the cluster is and how often to scrape."""
-    configs = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
-    for config in configs:
-        config["scrape_interval"] = SCRAPE_INTERVAL
-        for discovery in config["kubernetes_sd_configs"]:
-            discovery["kubeconfig_file"] = str(kubeconfig)  # Prometheus runs on the host, not in a pod
-    return configs
-
+from tests.support.prometheus import pod_discovering_prometheus
 
 @pytest.fixture(scope="session")
 def discovering_prometheus(kube_cluster, real_node):
     """Prometheus on the host, watching the cluster's pods with the documented scrape config; it reaches
     pod IPs through the node's routes."""
-    binary = ensure_prometheus_with_kubernetes_sd()
-    with prometheus_server(recommended_scrape_configs(kube_cluster.kubeconfig), binary=binary) as server:
+    with pod_discovering_prometheus(kube_cluster.kubeconfig) as server:
         yield server
 
 
@@ -74,6 +60,12 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
 
     One per test module: a module that installs the operator into the cluster with Helm runs with no
     other operator watching."""
+    with running_operator(operator_kubeconfig(kube_cluster, kubectl), tmp_path_factory.mktemp("operator")) as handle:
+        yield handle
+
+
+def operator_kubeconfig(kube_cluster, kubectl) -> Path:
+    """A kubeconfig of the operator's ServiceAccount, bound by the RBAC rules the Helm chart renders."""
     rbac = subprocess.run(
         [str(default_bin_dir() / "helm"), "template", "modelpilot", str(REPO / "helm" / "modelpilot"),
          "--namespace", OPERATOR_NAMESPACE, "--kube-version", "v1.35.4", "--show-only", "templates/rbac.yaml"],
@@ -81,7 +73,11 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
     ).stdout
     kubectl("create", "namespace", OPERATOR_NAMESPACE)
     kubectl("apply", "-f", "-", input=rbac, check=True)
-    kubeconfig = kube_cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "modelpilot")
+    return kube_cluster.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "modelpilot")
+
+
+@contextmanager
+def running_operator(kubeconfig: Path, log_dir: Path) -> Iterator[OperatorProcess]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -89,7 +85,7 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
         # Long enough that a hung registry stays hung while the test watches the others go on.
         "MODELPILOT_REGISTRY_TIMEOUT": "20",
     }
-    handle = OperatorProcess(env, tmp_path_factory.mktemp("operator"))
+    handle = OperatorProcess(env, log_dir)
     try:
         handle.start()
         yield handle

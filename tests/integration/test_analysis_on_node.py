@@ -1,19 +1,20 @@
 """Canary analysis end to end on the real node: live traffic through the Service, a real Prometheus that
 finds and scrapes the pods, and model versions that are good or bad on their own. A good version waits for
 enough traffic, survives an operator kill mid-analysis and is promoted; a version whose model raises on
-part of its inputs, and one that is slower, are rolled back with traffic back on the stable version."""
+part of its inputs, and one that is slower, are rolled back with traffic back on the stable version. A
+promoted version whose inputs drift while it bakes is rolled back to the version kept for it."""
 
 from __future__ import annotations
 
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_pyfunc_model, set_alias
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
-from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
@@ -127,42 +128,70 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
     assert outcomes == {"Promoted": 1, "RolledBack": 2, "Aborted": 0}
 
 
-def test_a_prometheus_outage_mid_analysis_pauses_the_rollout_and_never_promotes(
+
+def rows_like_training(seed: int, shift: float = 0.0, bodies: int = 100) -> list[dict]:
+    """Request bodies of four rows drawn like the models' training data, moved by `shift`."""
+    rng = np.random.default_rng(seed)
+    return [{"inputs": (rng.normal(size=(4, 4)) + shift).round(4).tolist()} for _ in range(bodies)]
+
+
+def replica_sets(kubectl, ns: str, name: str) -> dict[str, tuple[str, int]]:
+    """The stable track's ReplicaSets: model version -> (name, desired pods)."""
+    found = get(kubectl, "replicasets", "-n", ns, "-l", f"modelpilot.io/track=stable,app.kubernetes.io/instance={name}")
+    return {rs["metadata"]["labels"]["modelpilot.io/model-version"]: (rs["metadata"]["name"], rs["spec"]["replicas"])
+            for rs in found["items"]}  # fmt: skip
+
+
+def test_a_promoted_version_whose_inputs_drift_while_it_bakes_rolls_back_to_the_version_kept_for_it(
     kubectl, operator, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
 ):
-    ns, name, model = restricted_namespace, "outage", "outage-model"
-    host, port = discovering_prometheus.url.removeprefix("http://").split(":")
-    with CuttableProxy(host, int(port)) as proxy:
-        v1 = register_pyfunc_model(mlflow, model, "good", alias="champion", seed=51)
-        spec = {
-            "steps": [{"setWeight": 50}, {"analysis": {}}],
-            "analysis": {
-                "prometheus": {"address": proxy.url, "timeout": "2s"}, "interval": INTERVAL, "count": 3,
-                "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 20, "checks": CHECKS[:2],
-            },
-        }  # fmt: skip
-        apply_model(kubectl, ns, name, pod_mlflow_uri, {"name": model, "alias": "champion"}, replicas=1, rollout=spec)
-        wait_status(kubectl, operator, ns, name, serving(v1), "Ready on version 1")
-        url = f"http://{cluster_ip(kubectl, ns, name)}/invocations"
-        post_once_routed(url, GOOD_ROWS)
+    ns, name, model = restricted_namespace, "baked", "baked-model"
+    v1 = register_pyfunc_model(mlflow, model, "good", alias="champion", seed=61, baseline_rows=2000)
+    spec = {
+        "steps": [{"setWeight": 50}, {"analysis": {}}],
+        "bakeTime": "30m",
+        "analysis": {
+            "prometheus": {"address": discovering_prometheus.url}, "interval": INTERVAL, "count": 1,
+            "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 5,
+            # errorRate has a relative bound too: while baking there is nothing to compare with, so only its max holds.
+            "checks": [{"name": "drift", "metric": "drift", "max": 0.25},
+                       {"name": "errors", "metric": "errorRate", "max": 0.05, "maxRelativeToStable": 2}],
+        },
+    }  # fmt: skip
+    apply_model(kubectl, ns, name, pod_mlflow_uri, {"name": model, "alias": "champion"}, replicas=1, rollout=spec)
+    wait_status(kubectl, operator, ns, name, serving(v1), "Ready on version 1")
+    url = f"http://{cluster_ip(kubectl, ns, name)}/invocations"
+    post_once_routed(url, GOOD_ROWS)
 
-        def state() -> dict:
-            return get(kubectl, "mdep", name, "-n", ns)["status"]
+    with Load(url, rows_like_training(seed=7)) as load:
+        v2 = register_pyfunc_model(mlflow, model, "good", seed=62, baseline_rows=2000)
+        set_alias(mlflow, model, "champion", v2)
+        baking = wait_for(lambda: (st := get(kubectl, "mdep", name, "-n", ns)["status"])["rollout"]["phase"] == "Baking"
+                          and st["stable"].get("version") == v2 and st, "version 2 to be promoted and bake", timeout=300)  # fmt: skip
+        # Promoted on a passing drift check, and served alone; version 1 is kept, scaled down, to go back to.
+        passed = [m for m in baking["rollout"]["analysis"]["measurements"] if m["check"] == "drift" and m["verdict"] == "Pass"]
+        assert passed and all(m["value"] < 0.25 for m in passed)
+        assert baking["rollout"]["stableVersion"] == v1 and not baking.get("canary")
+        assert next(c for c in baking["conditions"] if c["type"] == "Ready")["status"] == "True"
+        kept = replica_sets(kubectl, ns, name)
+        assert kept[v1][1] == 0 and kept[v2][1] == 1
 
-        with Load(url, GOOD_ROWS):
-            v2 = register_pyfunc_model(mlflow, model, "good", seed=52)
-            set_alias(mlflow, model, "champion", v2)
-            wait_for(lambda: any(m["verdict"] == "Pass" for m in (state()["rollout"].get("analysis") or {}).get("measurements", [])),
-                     "a passing measurement", timeout=240)  # fmt: skip
-            proxy.cut()
-            held = wait_for(lambda: (st := state())["rollout"]["phase"] == "Paused" and st, "the outage to pause the rollout", timeout=60)
-            assert "analysis inconclusive" in held["rollout"]["analysis"]["held"] and "unreachable" in held["message"]
-            time.sleep(15)  # more than two intervals without Prometheus
-            during = state()
-            assert during["rollout"]["phase"] == "Paused" and during["stable"]["version"] == v1
-            assert during["rollout"]["analysis"]["inconclusive"] >= 2 and not during["rollout"].get("history")
-            proxy.restore()
-            promoted = wait_status(kubectl, operator, ns, name, serving(v2), "version 2 promoted once Prometheus is back", timeout=240)
-    verdicts = [m["verdict"] for m in promoted["rollout"]["analysis"]["measurements"]]
-    assert "Inconclusive" not in verdicts[-2 * len(CHECKS[:2]):], verdicts  # the last measurements passed again
-    assert promoted["rollout"]["history"][-1]["outcome"] == "Promoted"
+        # Its inputs move away from what it was trained on: the drift check fails while it bakes.
+        wait_for(lambda: sum(a.version == v2 for a in load.answers) >= 20, "version 2 answering", timeout=60)
+        load.send(rows_like_training(seed=8, shift=3.0))
+        rolled = wait_for(lambda: (st := get(kubectl, "mdep", name, "-n", ns)["status"]).get("phase") == "Degraded" and st,
+                          "version 2 to be rolled back while baking", timeout=240)  # fmt: skip
+        degraded = next(c for c in rolled["conditions"] if c["type"] == "Degraded")
+        assert degraded["reason"] == "RolledBack" and "failed analysis: drift" in degraded["message"]
+        assert "> max 0.25" in degraded["message"] and "the stable track rolls back to version 1" in degraded["message"]
+        assert rolled["rollout"]["history"][-1]["outcome"] == "RolledBack" and rolled["rollout"]["rejected"][-1]["version"] == v2
+        assert not any(m["check"] == "errors" and "stable" in m["bound"] for m in rolled["rollout"]["analysis"]["measurements"][-2:])
+        back = wait_status(kubectl, operator, ns, name, lambda st: (st.get("stable") or {}).get("version") == v1
+                           and not (st.get("stable") or {}).get("updatingTo"), "version 1 back on every pod", timeout=240)  # fmt: skip
+        back_at = time.monotonic()
+        # The same ReplicaSet that was kept came back: nothing was rebuilt.
+        assert replica_sets(kubectl, ns, name)[v1] == (kept[v1][0], 1)
+        wait_for(lambda: sum(a.sent > back_at + SETTLE for a in load.answers) >= 20, "traffic after the rollback", timeout=60)
+    assert back["phase"] == "Degraded"
+    assert {a.version for a in load.answers if a.sent > back_at + SETTLE} == {v1}
+    assert load.failures() == []

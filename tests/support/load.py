@@ -61,6 +61,10 @@ class Load:
             with self._lock:
                 self.answers.append(answer)
 
+    def send(self, body: dict | list[dict]) -> None:
+        """Send these bodies from now on."""
+        self.bodies = body if isinstance(body, list) else [body]
+
     def failures(self) -> list[Answer]:
         return [a for a in self.answers if not a.ok]
 

@@ -19,6 +19,7 @@ from .processes import free_port, start_process, stop_process, wait_http_ok
 from .waiting import wait_for
 
 SCRAPE_INTERVAL = "1s"
+SCRAPE_CONFIG = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheus-scrape-config.yaml"
 
 
 @dataclass
@@ -55,6 +56,26 @@ class Prometheus:
             return None
 
         return wait_for(probe, f"{what} ({promql})", timeout=timeout)
+
+
+def recommended_scrape_configs(kubeconfig: Path) -> list[dict]:
+    """The documented scrape configs unchanged but for where the cluster is and how often to scrape."""
+    configs = yaml.safe_load(SCRAPE_CONFIG.read_text())["scrape_configs"]
+    for config in configs:
+        config["scrape_interval"] = SCRAPE_INTERVAL
+        for discovery in config["kubernetes_sd_configs"]:
+            discovery["kubeconfig_file"] = str(kubeconfig)  # Prometheus runs on the host, not in a pod
+    return configs
+
+
+@contextmanager
+def pod_discovering_prometheus(kubeconfig: Path):
+    """Prometheus on the host, finding the cluster's pods with the documented scrape config (built with
+    Kubernetes discovery, or reused); it reaches pod IPs through the real node's routes."""
+    from .prometheus_build import ensure_prometheus_with_kubernetes_sd
+
+    with prometheus_server(recommended_scrape_configs(kubeconfig), binary=ensure_prometheus_with_kubernetes_sd()) as server:
+        yield server
 
 
 def prometheus_binary() -> str | None:

@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that a test can cut and restore, to take a server away from its clients (the
-port refuses connections) and give it back at the same address."""
+port refuses connections, and connections already open are dropped) and give it back at the same
+address. Pods reach it too: the real node sends the host's address on to loopback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ class CuttableProxy:
         self.upstream = (upstream_host, upstream_port)
         self.port = free_port()
         self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -35,10 +38,15 @@ class CuttableProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
-        """Close the listening socket: new connections are refused until `restore`."""
+        """Refuse new connections until `restore`, and drop the open ones (a watch stream, a keep-alive
+        connection), as a server that went away would."""
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        with self._lock:
+            dropped, self._open = self._open, set()
+        for sock in dropped:
+            _close(sock)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -51,6 +59,9 @@ class CuttableProxy:
             except OSError:
                 client.close()
                 continue
+            server.settimeout(None)  # the bound was for connecting: a watch stream may idle for minutes
+            with self._lock:
+                self._open.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
 
@@ -63,7 +74,11 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         pass
     finally:
         for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -125,3 +125,15 @@ def test_names_and_columns():
     columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
     assert columns[:6] == ["Model", "Version", "Phase", "Canary", "Ready", "Age"]
     assert spec["versions"][0]["subresources"] == {"status": {}}
+
+
+EXAMPLES = [p for p in sorted((Path(__file__).parents[2] / "manifests" / "examples").glob("*.yaml")) if "ModelDeployment" in p.read_text()]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_modeldeployment_is_a_valid_spec(example):
+    import yaml
+
+    for doc in yaml.safe_load_all(example.read_text()):
+        if doc and doc.get("kind") == "ModelDeployment":
+            ModelDeploymentSpec.model_validate(doc["spec"])
