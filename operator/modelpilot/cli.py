@@ -168,6 +168,14 @@ def render(body: dict, events: list[dict], now: datetime | None = None) -> str:
         lines.append(f"  step     {min(index + 1, len(steps))}/{len(steps)} [{bar}] {_describe(steps[min(index, len(steps) - 1)])}")
     if rollout:
         lines.append(f"  rollout  {rollout.get('phase')}: {rollout.get('message', '')}".rstrip())
+    analysis = rollout.get("analysis") or {}
+    if analysis and rollout.get("phase") in ("Progressing", "Paused", "Baking"):
+        lines.append(f"  analysis {analysis.get('failures', 0)} failed, {analysis.get('inconclusive', 0)} inconclusive, "
+                     f"{analysis.get('passed', 0)} passed at this step; next at {analysis.get('nextMeasurementAt', '-')}")  # fmt: skip
+        latest = [m for m in analysis.get("measurements") or () if m["at"] == analysis["measurements"][-1]["at"]]
+        for m in latest:
+            value = "-" if m.get("value") is None else f"{m['value']:.4g}"
+            lines.append(f"           {m['check']}: {m['verdict']} {value} ({m['bound']}){'  ' + m['reason'] if m.get('reason') else ''}")
         rejected = ", ".join(f"{r['version']} ({r['reason']})" for r in rollout.get("rejected") or ())
         if rejected:
             lines.append(f"  rejected {rejected}")

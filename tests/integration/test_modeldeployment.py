@@ -116,10 +116,10 @@ def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, r
 
     table = kubectl("get", "mdep", "-n", ns).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "MODEL", "VERSION", "PHASE", "CANARY", "READY", "AGE"]
+    assert header.split() == ["NAME", "MODEL", "VERSION", "PHASE", "ROLLOUT", "CANARY", "READY", "AGE"]
     starts = [header.index(column) for column in header.split()]
     cells = [row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])]
-    assert cells[:6] == ["fraud", registered_model, "2", "Ready", "", "2"]  # no canary while none runs
+    assert cells[:7] == ["fraud", registered_model, "2", "Ready", "", "", "2"]  # no rollout steps, no canary
     explained = kubectl("explain", "modeldeployment.spec.model", check=True).stdout
     assert "Registry alias to follow" in explained
 

@@ -123,7 +123,7 @@ def test_names_and_columns():
     spec = crd()["spec"]
     assert spec["names"]["shortNames"] == ["mdep", "md"]
     columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
-    assert columns[:6] == ["Model", "Version", "Phase", "Canary", "Ready", "Age"]
+    assert columns[:7] == ["Model", "Version", "Phase", "Rollout", "Canary", "Ready", "Age"]
     assert spec["versions"][0]["subresources"] == {"status": {}}
 
 

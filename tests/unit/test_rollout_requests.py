@@ -62,3 +62,18 @@ def test_history_text_lists_the_rollout_under_way_then_past_ones_newest_first():
     assert aborted.split()[:4] == ["3", "2", "Aborted", "42s"] and aborted.endswith("aborted by request r1")
     assert promoted.split()[:4] == ["2", "1", "Promoted", "2m05s"]
     assert render_history({"metadata": {"name": "fraud"}, "status": {}}) == "fraud: no rollouts yet"
+
+
+def test_status_text_shows_the_analysis_counts_and_the_latest_verdicts():
+    measurement = {"at": "2026-11-27T10:00:06Z", "bound": "max 0.05"}
+    body = {
+        "metadata": {"name": "scorer", "namespace": "ml"}, "spec": {"rollout": {"steps": [{"setWeight": 50}, {"analysis": {}}]}},
+        "status": {"phase": "Progressing", "rollout": {"phase": "Baking", "message": "version 2 bakes, 40s left", "analysis": {
+            "failures": 1, "inconclusive": 0, "passed": 0, "nextMeasurementAt": "2026-11-27T10:00:16Z",
+            "measurements": [{**measurement, "at": "2026-11-27T09:59:56Z", "check": "errors", "verdict": "Pass", "value": 0.0},
+                             {**measurement, "check": "errors", "verdict": "Fail", "value": 0.31, "reason": "errors 0.31 > max 0.05"},
+                             {**measurement, "check": "drift", "verdict": "Pass", "value": 0.02}]}}},
+    }  # fmt: skip
+    lines = render(body, []).splitlines()
+    assert "  analysis 1 failed, 0 inconclusive, 0 passed at this step; next at 2026-11-27T10:00:16Z" in lines
+    assert lines[-2:] == ["           errors: Fail 0.31 (max 0.05)  errors 0.31 > max 0.05", "           drift: Pass 0.02 (max 0.05)"]

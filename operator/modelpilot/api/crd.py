@@ -73,6 +73,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
         {"name": "Version", "type": "string", "jsonPath": ".status.model.version", "description": "Resolved model version"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "description": "Canary rollout phase"},
         {"name": "Canary", "type": "integer", "jsonPath": ".status.canary.weight", "description": "Canary traffic %"},
         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

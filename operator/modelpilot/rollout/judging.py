@@ -106,7 +106,7 @@ def record(state: AnalysisState, plan: AnalysisPlan, measured: Measured, at_anal
     if failed:
         why = "; ".join(m.reason for m in failed)
         state = replace(state, failures=state.failures + 1)
-        events = ((True, "AnalysisFailed", f"measurement failed ({state.failures} of {plan.failure_limit + 1} allowed to roll back): {why}"),)
+        events = ((True, "AnalysisFailed", f"measurement failed ({state.failures} failed, {plan.failure_limit} tolerated): {why}"),)
         if state.failures > plan.failure_limit:
             return Outcome(state, rollback=f"failed analysis: {why}", events=events)
         return Outcome(state, events=events)
