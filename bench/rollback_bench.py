@@ -168,8 +168,8 @@ def main() -> int:
                       "stringData": mlflow.credentials_env()}  # fmt: skip
             stable = register_pyfunc_model(mlflow, MODEL, "good", alias="champion", seed=1)
             analysis = {
-                "prometheus": {"address": prometheus.url}, "interval": f"{args.interval}s", "count": 1000,
-                "minSampleSize": 5, "failureLimit": 0, "inconclusiveLimit": 1000,
+                "prometheus": {"address": prometheus.url}, "interval": f"{args.interval}s", "count": 100,
+                "minSampleSize": 5, "failureLimit": 0, "inconclusiveLimit": 100,
                 "checks": [{"name": "prediction-errors", "metric": "predictionErrorRate", "max": 0.05},
                            {"name": "errors", "metric": "errorRate", "max": 0.05}],
             }  # fmt: skip

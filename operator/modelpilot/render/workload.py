@@ -114,9 +114,11 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
             *({"name": e.name, "value": e.value} for e in runtime.env),
         ],
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
-        "readinessProbe": _probe("/ready", runtime.port, period=5),
+        # A new pod takes traffic within a second of its model being loaded (the startup probe stops once
+        # it passes, so its short period costs nothing after), and leaves it within 6 s of turning unready.
+        "readinessProbe": _probe("/ready", runtime.port, period=2),
         "livenessProbe": _probe("/health", runtime.port, period=10, failures=6),
-        "startupProbe": _probe("/health", runtime.port, period=5, failures=60),
+        "startupProbe": _probe("/health", runtime.port, period=1, failures=300),
         # Endpoints drop a terminating pod a moment after it is told to stop; it keeps serving meanwhile,
         # so a rollout loses no request that was already routed to it.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},

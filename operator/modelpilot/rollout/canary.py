@@ -336,8 +336,8 @@ class _Run:
             else:
                 if state.phase in (PROMOTING, BAKING):
                     # It passed its steps and the stable track already moves to it (or runs it): keep it there.
-                    how = "its bake was cut short by" if state.phase == BAKING else "the stable track was taking it when"
-                    self.record(PROMOTED, f"passed its steps; {how} version {desired} came")
+                    how = "its bake was cut short" if state.phase == BAKING else "the stable track was taking it"
+                    self.record(PROMOTED, f"passed its steps; {how} when version {desired} came")
                     self.set(stable_version=state.canary_version, last_promoted=state.canary_version)
                 else:
                     self.record(REPLACED, f"version {desired} replaced it at step {state.step_index + 1}")
