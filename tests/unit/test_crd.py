@@ -121,7 +121,7 @@ def test_only_affinity_is_passed_through():
 
 def test_names_and_columns():
     spec = crd()["spec"]
-    assert spec["names"]["shortNames"] == ["mdep", "md"]
+    assert spec["names"]["shortNames"] == ["mdep"]  # "md" is Cluster API's MachineDeployment
     columns = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"]]
     assert columns[:7] == ["Model", "Version", "Phase", "Rollout", "Canary", "Ready", "Age"]
     assert spec["versions"][0]["subresources"] == {"status": {}}

@@ -93,7 +93,7 @@ def crd() -> dict[str, Any]:
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,
                 "singular": KIND.lower(),
-                "shortNames": ["mdep", "md"],
+                "shortNames": ["mdep"],  # not "md": Cluster API's MachineDeployment has it
                 "categories": ["modelpilot"],
             },
             "scope": "Namespaced",
