@@ -1,4 +1,4 @@
-"""The operator's log never carries the URLs its HTTP clients request."""
+"""The operator's log never carries the URLs its HTTP clients request, and its level is set by flag or environment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from modelpilot.__main__ import QUIET_LOGGERS, configure_logging
+from modelpilot.__main__ import QUIET_LOGGERS, configure_logging, parse_args
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -54,3 +54,28 @@ def test_request_urls_stay_out_of_the_log_even_when_verbose(loopback_url, caplog
     with caplog.at_level(logging.DEBUG):
         httpx.get(loopback_url)
     assert "secret-model" not in caplog.text and "127.0.0.1" not in caplog.text
+
+
+def test_log_level_comes_from_the_environment_and_the_flag_wins():
+    assert parse_args([], env={}).log_level == "info"
+    assert parse_args([], env={"MODELPILOT_LOG_LEVEL": "WARNING"}).log_level == "warning"
+    assert parse_args(["--log-level=debug"], env={"MODELPILOT_LOG_LEVEL": "error"}).log_level == "debug"
+
+
+@pytest.mark.parametrize("argv, env", [([], {"MODELPILOT_LOG_LEVEL": "loud"}), (["--log-level=loud"], {})])
+def test_an_unknown_log_level_is_refused_by_name(argv, env, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv, env=env)
+    error = capsys.readouterr().err
+    assert "--log-level" in error and "'loud'" in error and "debug, info, warning, error" in error
+
+
+def test_log_level_filters_the_operator_and_never_lets_request_urls_through(restore_logging):
+    ours = logging.getLogger("modelpilot.handlers")
+    configure_logging(verbose=False, level="warning")
+    assert not ours.isEnabledFor(logging.INFO) and ours.isEnabledFor(logging.WARNING)
+    configure_logging(verbose=False, level="debug")
+    assert ours.isEnabledFor(logging.DEBUG)
+    assert all(not logging.getLogger(name).isEnabledFor(logging.INFO) for name in QUIET_LOGGERS)
+    configure_logging(verbose=False, level="error")
+    assert all(not logging.getLogger(name).isEnabledFor(logging.WARNING) for name in QUIET_LOGGERS)
