@@ -54,7 +54,7 @@ dev: venv system-deps
 
 crds: venv
 	$(PY) -m modelpilot.api.crd > crds/modelpilot.io_modeldeployments.yaml
-	cp crds/modelpilot.io_modeldeployments.yaml helm/modelpilot/crds/
+	cp crds/modelpilot.io_modeldeployments.yaml helm/modelpilot/files/crds/
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q

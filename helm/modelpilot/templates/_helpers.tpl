@@ -1,8 +1,14 @@
-{{- define "modelpilot.name" -}}modelpilot{{- end -}}
+{{- define "modelpilot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 
 {{- define "modelpilot.fullname" -}}
-{{- if contains "modelpilot" .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
-{{- else -}}{{ printf "%s-modelpilot" .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- if .Values.fullnameOverride -}}{{ .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else -}}
+{{- $name := include "modelpilot.name" . -}}
+{{- if contains $name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}{{ printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "modelpilot.serviceAccountName" -}}
@@ -10,10 +16,33 @@
 {{- else -}}{{ default "default" .Values.serviceAccount.name }}{{- end -}}
 {{- end -}}
 
-{{- define "modelpilot.labels" -}}
-app.kubernetes.io/name: modelpilot
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- /* The Deployment's selector: immutable, so it never takes commonLabels or podLabels. */}}
+{{- define "modelpilot.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelpilot.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
+
+{{- /* Quoted, so that fromYaml keeps a release called "123" a string. */}}
+{{- define "modelpilot.ownLabels" -}}
+{{ include "modelpilot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | quote }}
+{{- end -}}
+
+{{- /* Every object's labels. The chart's own win over commonLabels, so no value can break the selector. */}}
+{{- define "modelpilot.labels" -}}
+{{- toYaml (merge (include "modelpilot.ownLabels" . | fromYaml) (.Values.commonLabels | default dict)) -}}
+{{- end -}}
+
+{{- /* The operator pod's: podLabels before commonLabels, the chart's own before both. */}}
+{{- define "modelpilot.podLabels" -}}
+{{- toYaml (merge (include "modelpilot.ownLabels" . | fromYaml) (.Values.podLabels | default dict) (.Values.commonLabels | default dict)) -}}
+{{- end -}}
+
+{{- define "modelpilot.image" -}}
+{{- if .Values.image.digest -}}{{ printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else -}}{{ printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}{{- end -}}
+{{- end -}}
+
+{{- define "modelpilot.crdName" -}}modeldeployments.modelpilot.io{{- end -}}
