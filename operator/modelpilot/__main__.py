@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import socket
+import sys
+import uuid
 from collections.abc import Mapping
+from urllib.parse import urlparse
 
 import kopf
 
@@ -44,6 +49,15 @@ def parse_args(argv: list[str] | None = None, env: Mapping[str, str] | None = No
     )  # fmt: skip
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL; empty disables it")
     parser.add_argument("--metrics", default="0.0.0.0:8081", help="host:port serving Prometheus metrics; empty disables them")
+    parser.add_argument(
+        "--leader-election", action="store_true", default=env.get("MODELPILOT_LEADER_ELECTION", "").lower() == "true",
+        help="reconcile only while holding a Lease, so replicas can stand by (default: $MODELPILOT_LEADER_ELECTION)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--leader-election-namespace", default=env.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
+    )  # fmt: skip
+    parser.add_argument("--leader-election-lease", default="modelpilot-operator", help="name of the Lease")
     return parser.parse_args(argv)
 
 
@@ -55,15 +69,59 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.metrics:
         serve(args.metrics)
+    asyncio.run(run(args))
 
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace or [],
-            liveness_endpoint=args.liveness or None,
-            standalone=True,
-        )
-    )
+
+async def run(args: argparse.Namespace) -> None:
+    operate = dict(clusterwide=not args.namespace, namespaces=args.namespace or [], liveness_endpoint=args.liveness or None,
+                   standalone=True)  # fmt: skip
+    from .metrics import LEADER
+
+    if not args.leader_election:
+        LEADER.set(1)
+        await kopf.operator(**operate)
+        return
+    from .kube.leadership import Lease
+
+    identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    lease = Lease(args.leader_election_namespace, args.leader_election_lease, identity)
+    async with _standby_liveness(args.liveness):
+        await lease.acquire()
+    LEADER.set(1)
+    stop = asyncio.Event()
+    keeper = asyncio.create_task(lease.keep(stop))
+    try:
+        await kopf.operator(**operate, stop_flag=stop)
+    finally:
+        keeper.cancel()
+        LEADER.set(0)
+        if not lease.lost:
+            await asyncio.to_thread(lease.release)
+    if lease.lost:
+        sys.exit(1)  # a fresh process stands by until the lease is free again
+
+
+@contextlib.asynccontextmanager
+async def _standby_liveness(url: str):
+    """Answer the liveness probe while waiting for the lease: a standby is alive, not stuck."""
+    if not url:
+        yield
+        return
+    where = urlparse(url)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 21\r\nConnection: close\r\n\r\n"
+                     b'{"standby": "lease"}\n')  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, where.hostname, where.port, reuse_address=True)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 RECONCILES = Counter(
     "modelpilot_reconciles_total",
@@ -16,6 +16,10 @@ ROLLOUTS = Counter(
     "Canary rollouts that ended, by outcome: Promoted, Aborted (by a request), RolledBack (by the analysis), "
     "Abandoned (the reference moved back to the stable version) or Replaced (a newer version took its place).",
     ["outcome"],
+)
+LEADER = Gauge(
+    "modelpilot_leader",
+    "1 while this replica reconciles (with leader election: while it holds the Lease); 0 while it stands by.",
 )
 # The rollout Event that ends a rollout, and the outcome it counts as.
 ROLLOUT_ENDINGS = {

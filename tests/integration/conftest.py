@@ -77,13 +77,15 @@ def operator_kubeconfig(kube_cluster, kubectl) -> Path:
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, log_dir: Path) -> Iterator[OperatorProcess]:
+def running_operator(kubeconfig: Path, log_dir: Path, **settings: str) -> Iterator[OperatorProcess]:
+    """The operator under `kubeconfig`; `settings` add environment variables."""
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "MODELPILOT_RESOLVE_INTERVAL": "3",
         # Long enough that a hung registry stays hung while the test watches the others go on.
         "MODELPILOT_REGISTRY_TIMEOUT": "20",
+        **settings,
     }
     handle = OperatorProcess(env, log_dir)
     try:
@@ -134,6 +136,11 @@ class OperatorProcess:
         text = httpx.get(self.metrics_url, timeout=10).text
         found = re.search(rf'^{name}{{{label}="{value}"}} (\S+)$', text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
+
+    def total(self, name: str) -> float:
+        """A metric summed over all its labels, as this run of the operator exports it; 0 when absent."""
+        text = httpx.get(self.metrics_url, timeout=10).text
+        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
