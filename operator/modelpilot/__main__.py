@@ -57,7 +57,10 @@ def parse_args(argv: list[str] | None = None, env: Mapping[str, str] | None = No
         "--leader-election-namespace", default=env.get("POD_NAMESPACE", "default"),
         help="namespace of the Lease (default: $POD_NAMESPACE, else default)",
     )  # fmt: skip
-    parser.add_argument("--leader-election-lease", default="modelpilot-operator", help="name of the Lease")
+    parser.add_argument(
+        "--leader-election-lease", default=env.get("MODELPILOT_LEADER_ELECTION_LEASE", "modelpilot-operator"),
+        help="name of the Lease (default: $MODELPILOT_LEADER_ELECTION_LEASE, else modelpilot-operator)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 

@@ -64,11 +64,12 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
         yield handle
 
 
-def operator_kubeconfig(kube_cluster, kubectl) -> Path:
-    """A kubeconfig of the operator's ServiceAccount, bound by the RBAC rules the Helm chart renders."""
+def operator_kubeconfig(kube_cluster, kubectl, *helm_args: str) -> Path:
+    """A kubeconfig of the operator's ServiceAccount, bound by the RBAC rules the Helm chart renders (with
+    `helm_args`, such as --set leaderElection.enabled=true)."""
     rbac = subprocess.run(
         [str(default_bin_dir() / "helm"), "template", "modelpilot", str(REPO / "helm" / "modelpilot"),
-         "--namespace", OPERATOR_NAMESPACE, "--kube-version", "v1.35.4", "--show-only", "templates/rbac.yaml"],
+         "--namespace", OPERATOR_NAMESPACE, "--kube-version", "v1.35.4", "--show-only", "templates/rbac.yaml", *helm_args],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     kubectl("create", "namespace", OPERATOR_NAMESPACE)

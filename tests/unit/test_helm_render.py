@@ -363,3 +363,40 @@ def test_the_script_reads_the_health_endpoint():
         server.shutdown()
         server.server_close()
     assert script.healthz("127.0.0.1", port, "/healthz") is not None  # nobody listens any more
+
+
+def test_one_replica_runs_alone_without_leader_election_or_disruption_budget():
+    documents = render()
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = {e["name"] for e in pod_spec(documents)["containers"][0]["env"]}
+    assert "MODELPILOT_LEADER_ELECTION" not in env
+    assert not [d for d in documents if d["kind"] == "PodDisruptionBudget" or "leader" in d["metadata"]["name"]]
+
+
+def test_replicas_elect_a_leader_on_a_lease_only_they_may_update_and_drain_one_at_a_time():
+    documents = render("--set", "replicas=3")
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 3 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    container = pod_spec(documents)["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MODELPILOT_LEADER_ELECTION"]["value"] == "true"
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "--leader-election-lease=mp-modelpilot" in container["args"]
+    role = only(documents, "Role", "mp-modelpilot-leader-election")
+    assert role["metadata"]["namespace"] == "modelpilot-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["mp-modelpilot"], "verbs": ["get", "update"]},
+    ]
+    binding = only(documents, "RoleBinding", "mp-modelpilot-leader-election")
+    assert binding["subjects"][0]["name"] == "mp-modelpilot"
+    budget = only(documents, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+
+
+def test_leader_election_with_one_replica_hands_over_on_upgrade():
+    documents = render("--set", "leaderElection.enabled=true", "--set", "leaderElection.leaseName=ops-lease")
+    assert only(documents, "Deployment")["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert "--leader-election-lease=ops-lease" in pod_spec(documents)["containers"][0]["args"]
+    assert not [d for d in documents if d["kind"] == "PodDisruptionBudget"]

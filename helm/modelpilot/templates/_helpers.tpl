@@ -46,3 +46,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 
 {{- define "modelpilot.crdName" -}}modeldeployments.modelpilot.io{{- end -}}
+
+{{- /* Leader election is on when asked for, and always with more than one replica: only one may reconcile. */}}
+{{- define "modelpilot.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}true{{- end }}
+{{- end -}}
+
+{{- define "modelpilot.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "modelpilot.fullname" .) -}}
+{{- end -}}
