@@ -75,6 +75,7 @@ async def modeldeployments_by_name(namespace, name, body, **_):
 @kopf.index("apps", "v1", "deployments", labels=OWNED, id="deployments")
 @kopf.index("v1", "services", labels=OWNED, id="services")
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED, id="autoscalers")
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED, id="budgets")
 async def owned_by_name(namespace, name, body, **_):
     """In-memory copies of what ModelDeployments own, keyed by (namespace, name)."""
     return {(namespace, name): _owned_snapshot(body)}
@@ -95,11 +96,13 @@ class _Indexed:
     deployments: kopf.Index
     services: kopf.Index
     autoscalers: kopf.Index
+    budgets: kopf.Index
     pod_index: kopf.Index
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
         # Kinds with no index (an HTTPRoute, whose CRD may not be installed) are asked of the API server.
-        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers}.get(kind)
+        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers,
+                 "PodDisruptionBudget": self.budgets}.get(kind)  # fmt: skip
         for body in index.get((namespace, name), ()) if index is not None else ():
             return body
         return None
@@ -111,19 +114,19 @@ class _Indexed:
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
-async def on_spec(body, retry, deployments, services, autoscalers, pods, **_):
-    outcome = await _reconcile("spec", _snapshot(body), _Indexed(deployments, services, autoscalers, pods))
+async def on_spec(body, retry, deployments, services, autoscalers, budgets, pods, **_):
+    outcome = await _reconcile("spec", _snapshot(body), _Indexed(deployments, services, autoscalers, budgets, pods))
     if outcome and outcome.retry_because is not None:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry_because, delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
 @kopf.on.startup()
-async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, pods, **_) -> None:
+async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, budgets, pods, **_) -> None:
     """One loop for all ModelDeployments re-resolves them every interval, so a moved alias or a model
     registered later is noticed. Not a kopf timer: that is a task per object and adds a finalizer,
     which would make deleting a ModelDeployment (or its namespace) wait for the operator."""
-    cluster = _Indexed(deployments, services, autoscalers, pods)
+    cluster = _Indexed(deployments, services, autoscalers, budgets, pods)
     memo.resync = Resync(modeldeployments, cluster)
     memo.resync.task = asyncio.create_task(memo.resync.forever())
 
@@ -187,11 +190,11 @@ class Resync:
 
 
 @kopf.on.event(*MD)
-async def on_modeldeployment_event(type, uid, body, deployments, services, autoscalers, pods, **_):
+async def on_modeldeployment_event(type, uid, body, deployments, services, autoscalers, budgets, pods, **_):
     if type == "DELETED":
         RECONCILER.forget(uid)
     elif _new_request(body):
-        await _reconcile("request", _snapshot(body), _Indexed(deployments, services, autoscalers, pods), resolve=False)
+        await _reconcile("request", _snapshot(body), _Indexed(deployments, services, autoscalers, budgets, pods), resolve=False)
 
 
 def _new_request(body) -> bool:
@@ -203,10 +206,11 @@ def _new_request(body) -> bool:
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
 @kopf.on.event("v1", "pods", labels=OWNED)
-async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, pods, **_):
+async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, budgets, pods, **_):
     """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
     back any hand edit of what we manage."""
-    cluster = _Indexed(deployments, services, autoscalers, pods)
+    cluster = _Indexed(deployments, services, autoscalers, budgets, pods)
     for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
         await _reconcile("owned", owner, cluster, resolve=False)

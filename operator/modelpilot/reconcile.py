@@ -50,7 +50,7 @@ class Lookup(Protocol):
     """The live objects a ModelDeployment owns, answered from kopf's in-memory indexes."""
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
-        """The owned Deployment, Service or HorizontalPodAutoscaler of that name, if it exists."""
+        """The owned Deployment, Service, HorizontalPodAutoscaler or PodDisruptionBudget of that name, if it exists."""
 
     def pods(self, namespace: str, deployment: str) -> list[dict]:
         """The pods of a ModelDeployment, every track and version, as `health.essentials` keeps them."""
@@ -320,6 +320,9 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
     autoscaler = workload.autoscaler(owner, spec)
     if autoscaler is not None:
         desired.append(autoscaler)
+    budget = workload.disruption_budget(owner, spec)
+    if budget is not None:
+        desired.append(budget)
     desired.extend(router.objects(owner, spec, decision.canary_weight))
     pairs = [(want, _live(want, cluster)) for want in desired]
     for want, live in pairs:
@@ -328,6 +331,8 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
             raise objects.NotOwned(f"{problem}: rename or delete it, or rename the ModelDeployment; nothing was applied")
     if decision.remove_autoscaler:
         objects.delete("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, owner.name)
+    if budget is None and cluster.get("PodDisruptionBudget", owner.namespace, owner.name) is not None:
+        objects.delete("policy/v1", "PodDisruptionBudget", owner.namespace, owner.name)
     if decision.remove_canary:
         objects.delete("apps/v1", "Deployment", owner.namespace, track_name(owner.name, CANARY))
     if decision.retire_router is not None:

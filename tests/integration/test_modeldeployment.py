@@ -123,6 +123,12 @@ def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, r
     explained = kubectl("explain", "modeldeployment.spec.model", check=True).stdout
     assert "Registry alias to follow" in explained
 
+    # Two replicas get a budget that lets a drain evict one pod at a time; at one replica it goes.
+    budget = get(kubectl, "poddisruptionbudget", "fraud", "-n", ns)
+    assert budget["spec"]["maxUnavailable"] == 1 and budget["spec"]["selector"]["matchLabels"]["modelpilot.io/deployment"] == "fraud"
+    kubectl("patch", "mdep", "fraud", "-n", ns, "--type=merge", "-p", '{"spec": {"replicas": 1}}', check=True)
+    wait_for(lambda: get(kubectl, "poddisruptionbudget", "fraud", "-n", ns) is None, "the budget to go at one replica")
+
 
 def test_version_change_rolls_out_the_new_version(kubectl, operator, mlflow, registered_model, restricted_namespace):
     ns = restricted_namespace

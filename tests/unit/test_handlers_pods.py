@@ -47,7 +47,7 @@ def test_reconcile_reads_a_modeldeployments_pods_and_owned_objects_from_the_inde
     first, second, other = (index(pod(n, d)) for n, d in [("fraud-a", "fraud"), ("fraud-b", "fraud"), ("churn-a", "churn")])
     pod_index = {("ml", "fraud"): [*first.values(), *second.values()], ("ml", "churn"): list(other.values())}
     deployment = {"metadata": {"name": "fraud"}}
-    live = handlers._Indexed({("ml", "fraud"): [deployment]}, {}, {}, pod_index)
+    live = handlers._Indexed({("ml", "fraud"): [deployment]}, {}, {}, {}, pod_index)
     assert [p["metadata"]["name"] for p in live.pods("ml", "fraud")] == ["fraud-a", "fraud-b"]
     assert live.pods("other", "fraud") == []
     assert live.get("Deployment", "ml", "fraud") is deployment

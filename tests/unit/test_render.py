@@ -233,3 +233,15 @@ def test_containers_that_die_without_a_termination_message_report_their_last_log
     pod = workload.deployment(OWNER, spec(), MODEL, "img")["spec"]["template"]["spec"]
     for container in pod["initContainers"] + pod["containers"]:
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_more_than_one_pod_gets_a_disruption_budget_over_every_track_and_one_pod_none():
+    budget = workload.disruption_budget(OWNER, spec(replicas=3))
+    assert (budget["apiVersion"], budget["kind"], budget["metadata"]["name"]) == ("policy/v1", "PodDisruptionBudget", "fraud")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == workload.service(OWNER, spec())["spec"]["selector"]
+    assert budget["metadata"]["ownerReferences"][0]["uid"] == "1234"
+    assert workload.disruption_budget(OWNER, spec(replicas=1)) is None
+    # With an autoscaler, its minimum decides.
+    assert workload.disruption_budget(OWNER, spec(replicas=1, autoscaling={"minReplicas": 2, "maxReplicas": 4})) is not None
+    assert workload.disruption_budget(OWNER, spec(replicas=3, autoscaling={"minReplicas": 1, "maxReplicas": 4})) is None

@@ -1,4 +1,5 @@
-"""Desired Deployment, Service and HorizontalPodAutoscaler of a ModelDeployment, as plain dicts.
+"""Desired Deployment, Services, HorizontalPodAutoscaler and PodDisruptionBudget of a ModelDeployment, as
+plain dicts.
 
 Pure: the same inputs always give the same objects, so the apply layer can tell a no-op from a change.
 Pods meet the Pod Security "restricted" profile.
@@ -218,4 +219,18 @@ def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict | None:
                 }
             ],
         },
+    }
+
+
+def disruption_budget(owner: Owner, spec: ModelDeploymentSpec) -> dict | None:
+    """With more than one stable pod, a PodDisruptionBudget lets a drain evict one of the model's pods (any
+    track) at a time; with one there is none, since it would block every drain."""
+    pods = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
+    if pods <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": owner.metadata(owner.name, common_labels(owner.name, spec.model.name)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner.name)}},
     }
