@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from dataclasses import dataclass
 
 import kopf
@@ -17,7 +18,7 @@ import kopf
 from .api import GROUP, PLURAL, VERSION
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
-from .metrics import RECONCILES
+from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
 from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
 from .rollout import health, requests
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 SETTINGS = Settings.from_env()
 RECONCILER = Reconciler(SETTINGS)
 WAKEUPS = Wakeups()
+OBJECTS = ObjectGauges()
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 MD = (GROUP, VERSION, PLURAL)
 
@@ -144,12 +146,23 @@ async def stop_resync(memo: kopf.Memo, **_) -> None:
 
 
 async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool = True) -> Outcome | None:
-    """Every reconcile, whatever triggered it: counted, and woken again when its plan says so."""
+    """Every reconcile, whatever triggered it: counted and timed, and woken again when its plan says so."""
     RECONCILES.labels(trigger=trigger).inc()
-    outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve)
-    if outcome is not None and outcome.requeue_after is not None:
-        meta = body["metadata"]
-        WAKEUPS.at((meta["namespace"], meta["name"]), outcome.requeue_after)
+    meta, started, result = body["metadata"], time.monotonic(), "error"
+    IN_FLIGHT.inc()
+    try:
+        outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve)
+        result = "skipped" if outcome is None else "retry" if outcome.retry_because is not None else "ok"
+    finally:
+        IN_FLIGHT.dec()
+        RECONCILE_SECONDS.labels(result=result).observe(time.monotonic() - started)
+    if outcome is not None:
+        status = outcome.status
+        canary = status.canary
+        OBJECTS.record(meta["namespace"], meta["name"], status.phase, canary.weight if canary else 0, canary.step if canary else None)
+        if outcome.requeue_after is not None:
+            WAKEUPS.at((meta["namespace"], meta["name"]), outcome.requeue_after)
+    WAKEUPS_PENDING.set(len(WAKEUPS))
     return outcome
 
 
@@ -193,6 +206,7 @@ class Resync:
 async def on_modeldeployment_event(type, uid, body, deployments, services, autoscalers, budgets, pods, **_):
     if type == "DELETED":
         RECONCILER.forget(uid)
+        OBJECTS.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     elif _new_request(body):
         await _reconcile("request", _snapshot(body), _Indexed(deployments, services, autoscalers, budgets, pods), resolve=False)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
     "modelpilot_reconciles_total",
@@ -29,6 +29,75 @@ ROLLOUT_ENDINGS = {
     "RolloutAbandoned": "Abandoned",
     "CanaryReplaced": "Replaced",
 }
+
+
+RECONCILE_SECONDS = Histogram(
+    "modelpilot_reconcile_duration_seconds",
+    "Reconciles by result and how long they took, the wait for their object's lock and the registry included: "
+    "ok, retry (a failure waiting may cure, retried with backoff), error (an exception), skipped (nothing to do).",
+    ["result"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge("modelpilot_reconciles_in_flight", "Reconciles under way, those waiting for their object's lock included.")
+WAKEUPS_PENDING = Gauge("modelpilot_wakeups_pending", "ModelDeployments waiting for a timed reconcile (a pause ending, a measurement due).")
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+REGISTRY_REQUESTS = Histogram(
+    "modelpilot_registry_request_duration_seconds",
+    "MLflow requests by outcome (2xx, 4xx, 5xx, or unreachable: refused, timed out) and how long they took.",
+    ["outcome"],
+    buckets=REQUEST_BUCKETS,
+)
+PROMETHEUS_QUERIES = Histogram(
+    "modelpilot_prometheus_query_duration_seconds",
+    "Prometheus queries of canary analysis by outcome (ok, or error) and how long they took.",
+    ["outcome"],
+    buckets=REQUEST_BUCKETS,
+)
+PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+MODELDEPLOYMENTS = Gauge("modelpilot_modeldeployments", "ModelDeployments by phase, as this replica last reconciled them.", ["phase"])
+CANARY_WEIGHT = Gauge(
+    "modelpilot_canary_weight", "Percent of requests the canary takes now (0 with no canary).", ["namespace", "name"]
+)
+CANARY_STEP = Gauge(
+    "modelpilot_canary_step", "Index of the canary's current step, while a canary runs.", ["namespace", "name"]
+)
+
+
+class ObjectGauges:
+    """The per-ModelDeployment series: phase counts, canary weight and step, kept to the objects that exist."""
+
+    def __init__(self) -> None:
+        self._phases: dict[tuple[str, str], str] = {}
+        self._stepping: set[tuple[str, str]] = set()
+        for phase in PHASES:
+            MODELDEPLOYMENTS.labels(phase=phase).set(0)
+
+    def record(self, namespace: str, name: str, phase: str, weight: int, step: int | None) -> None:
+        key = (namespace, name)
+        self._phases[key] = phase
+        CANARY_WEIGHT.labels(namespace=namespace, name=name).set(weight)
+        if step is None:
+            self._drop_step(key)
+        else:
+            CANARY_STEP.labels(namespace=namespace, name=name).set(step)
+            self._stepping.add(key)
+        self._count()
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if self._phases.pop(key, None) is not None:
+            CANARY_WEIGHT.remove(namespace, name)
+        self._drop_step(key)
+        self._count()
+
+    def _drop_step(self, key: tuple[str, str]) -> None:
+        if key in self._stepping:
+            self._stepping.discard(key)
+            CANARY_STEP.remove(*key)
+
+    def _count(self) -> None:
+        for phase in PHASES:
+            MODELDEPLOYMENTS.labels(phase=phase).set(sum(p == phase for p in self._phases.values()))
 
 
 def serve(address: str) -> None:

@@ -26,6 +26,10 @@ class Wakeups:
         self._schedule.add(key, time.monotonic() + after_seconds)
         self._changed.set()
 
+    def __len__(self) -> int:
+        """Keys waiting to be woken."""
+        return len(self._schedule)
+
     async def forever(self, wake: Callable[[Hashable], Awaitable[None]]) -> None:
         while True:
             self._changed.clear()  # before reading the heap: an entry added meanwhile sets it again

@@ -126,6 +126,11 @@ def test_analysis_promotes_a_good_version_and_rolls_back_bad_ones_with_traffic_b
     # Counted since the restart: the promotion of version 2, the rollbacks of versions 3 and 4.
     outcomes = {o: operator.counter("modelpilot_rollouts_total", "outcome", o) for o in ("Promoted", "RolledBack", "Aborted")}
     assert outcomes == {"Promoted": 1, "RolledBack": 2, "Aborted": 0}
+    # The operator's own view of its work: queries, registry requests and reconciles, timed.
+    assert operator.counter("modelpilot_prometheus_query_duration_seconds_count", "outcome", "ok") > 0
+    assert operator.counter("modelpilot_registry_request_duration_seconds_count", "outcome", "2xx") > 0
+    assert operator.counter("modelpilot_reconcile_duration_seconds_count", "result", "ok") > 0
+    assert operator.counter("modelpilot_modeldeployments", "phase", "Degraded") >= 1
 
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from dataclasses import dataclass, field
 
 import httpx
 
+from ..metrics import PROMETHEUS_QUERIES
 from . import ProviderError
 
 CONNECT_TIMEOUT = 5.0
@@ -40,15 +42,20 @@ class PrometheusProvider:
         self.auth = auth or PrometheusAuth()
 
     async def query(self, promql: str) -> float | None:
+        started, outcome = time.monotonic(), "error"
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._client() as client:
                     response = await client.post(f"{self.address}/api/v1/query", data={"query": promql})
+            value = _value(self.address, response)
+            outcome = "ok"
+            return value
         except TimeoutError:
             raise ProviderError(f"Prometheus at {self.address} did not answer within {self.timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise ProviderError(f"Prometheus at {self.address} is unreachable: {type(exc).__name__}") from None
-        return _value(self.address, response)
+        finally:
+            PROMETHEUS_QUERIES.labels(outcome=outcome).observe(time.monotonic() - started)
 
     def _client(self) -> httpx.AsyncClient:
         headers, auth = {}, None

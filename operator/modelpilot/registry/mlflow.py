@@ -9,6 +9,7 @@ trickling its answer a byte at a time would otherwise hold the call forever.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import httpx
 
 from ..api.spec import ModelRef
 from ..api.status import ResolvedModel
+from ..metrics import REGISTRY_REQUESTS
 from .errors import (
     AliasNotFound,
     CredentialsRefused,
@@ -146,10 +148,13 @@ class MlflowRegistry:
 
     async def _get(self, path: str, params: dict[str, str | None], missing_code: str = "RESOURCE_DOES_NOT_EXIST") -> dict | None:
         """The JSON body, or None when MLflow says the resource does not exist."""
+        started = time.monotonic()
         try:
             response = await self._http.get(path, params=params)
         except httpx.TransportError as exc:
+            REGISTRY_REQUESTS.labels(outcome="unreachable").observe(time.monotonic() - started)
             raise RegistryUnreachable(f"cannot reach MLflow at {self.tracking_uri}: {type(exc).__name__}: {exc}") from exc
+        REGISTRY_REQUESTS.labels(outcome=f"{response.status_code // 100}xx").observe(time.monotonic() - started)
         if response.status_code in (401, 403):
             raise CredentialsRefused(f"MLflow at {self.tracking_uri} refused the credentials (HTTP {response.status_code})")
         if response.status_code == 404 or _error_code(response) in ("RESOURCE_DOES_NOT_EXIST", missing_code):
