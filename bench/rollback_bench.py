@@ -29,13 +29,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,7 +41,7 @@ from bench.common import install_crd, start_operator  # noqa: E402
 from modelpilot.rollout.requests import REQUEST_ANNOTATION, encode  # noqa: E402
 from tests.cluster.images import ensure_images  # noqa: E402
 from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
-from tests.support.load import VERSION_HEADER  # noqa: E402
+from tests.support.load import Load  # noqa: E402
 from tests.support.mlflow import mlflow_server, register_pyfunc_model, set_alias  # noqa: E402
 from tests.support.processes import stop_process  # noqa: E402
 from tests.support.prometheus import SCRAPE_INTERVAL, pod_discovering_prometheus  # noqa: E402
@@ -54,38 +52,15 @@ BODIES = [{"inputs": [[0.5, -1.2, 0.3, 2.0]]}, {"inputs": [[2.5, -1.2, 0.3, 2.0]
 TIMEOUT = 300
 
 
-class Traffic:
-    """Closed-loop clients, a new connection per request; every answer kept with its wall-clock arrival."""
+class Traffic(Load):
+    """The clients, with the wall-clock arrival of each answer, to compare with the measurements' times."""
 
-    def __init__(self, url: str, workers: int = 4):
-        self.url, self.answers, self._stop = url, [], threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)]
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _run(self, turn: int) -> None:
-        while not self._stop.is_set():
-            body = BODIES[turn % len(BODIES)]
-            turn += 1
-            try:
-                version = httpx.post(self.url, json=body, timeout=10).headers.get(VERSION_HEADER)
-            except httpx.HTTPError:
-                version = None
-            with self._lock:
-                self.answers.append((time.time(), version))
+    def __init__(self, url: str):
+        super().__init__(url, BODIES, workers=4, max_seconds=24 * 3600)
+        self._epoch = time.time() - time.monotonic()
 
     def answered_by(self, version: str, since: float) -> list[float]:
-        with self._lock:
-            return [at for at, v in self.answers if v == version and at >= since]
+        return [self._epoch + a.received for a in list(self.answers) if a.version == version and self._epoch + a.received >= since]
 
 
 def kubectl_json(kubectl: list[str], *args: str) -> dict:

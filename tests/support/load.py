@@ -18,6 +18,7 @@ class Answer:
     status: int  # 0 when no HTTP answer came at all
     version: str | None
     error: str | None = None
+    received: float = 0.0  # time.monotonic() when the answer (or the failure) came
 
     @property
     def ok(self) -> bool:
@@ -55,9 +56,9 @@ class Load:
             try:
                 response = httpx.post(self.url, json=body, timeout=self.timeout)
                 answer = Answer(sent, response.status_code, response.headers.get(VERSION_HEADER),
-                                None if response.status_code == 200 else response.text[:200])
+                                None if response.status_code == 200 else response.text[:200], time.monotonic())
             except httpx.HTTPError as exc:
-                answer = Answer(sent, 0, None, repr(exc))
+                answer = Answer(sent, 0, None, repr(exc), time.monotonic())
             with self._lock:
                 self.answers.append(answer)
 
