@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from modelpilot.api import ModelDeploymentSpec
 from modelpilot.api.status import ModelDeploymentStatus, ResolvedModel
 from modelpilot.rollout.conditions import Notice, get_condition, notices
@@ -221,3 +223,20 @@ def test_status_names_the_last_version_that_finished_rolling_out_and_the_one_und
     assert (stuck.stable.version, stuck.stable.updating_to) == ("1", "2")
     finished = plan(SPEC, rolling_out, seen(resolution=Resolution(model=V2), stable=track(version="2"))).status
     assert (finished.stable.version, finished.stable.updating_to) == ("2", None)
+
+
+def test_nothing_serving_past_the_progress_deadline_is_flagged_and_still_retried():
+    spec = ModelDeploymentSpec.model_validate({"model": {"name": "m", "alias": "a"}, "mlflow": {"trackingUri": "http://x"},
+                                               "progressDeadline": "5m"})  # fmt: skip
+    t0 = 1_790_000_000.0
+    now = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    down = Resolution.failed("RegistryUnreachable", "cannot reach MLflow at http://x", retryable=True)
+    first = plan(spec, ModelDeploymentStatus(), Observations(generation=1, now=now(t0), clock=t0, resolution=down))
+    assert first.status.phase == "Pending" and first.requeue_after == 300
+    assert get_condition(first.status.conditions, "Progressing").reason == "RegistryUnreachable"
+    later = plan(spec, first.status, Observations(generation=1, now=now(t0 + 200), clock=t0 + 200, resolution=down))
+    assert abs(later.requeue_after - 100) < 0.01
+    past = plan(spec, later.status, Observations(generation=1, now=now(t0 + 301), clock=t0 + 301, resolution=down))
+    progressing = get_condition(past.status.conditions, "Progressing")
+    assert (progressing.status, progressing.reason) == ("False", "ProgressDeadlineExceeded")
+    assert past.status.phase == "Pending" and past.status.message == "nothing serves after 300s: cannot reach MLflow at http://x"

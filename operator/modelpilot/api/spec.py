@@ -333,3 +333,12 @@ class ModelDeploymentSpec(ApiModel):
         description="Scheduling (nodeSelector, tolerations, affinity, spread, priority), identity and extra metadata of every pod.",
     )
     rollout: Rollout = Field(default_factory=Rollout, description="How new model versions are rolled out.")
+    progress_deadline: str = Field(
+        "10m",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long nothing may serve while a failure that waiting may cure lasts (MLflow unreachable, a "
+            "Secret not created yet) before the Progressing condition turns False with reason "
+            "ProgressDeadlineExceeded, which Argo CD shows as Degraded. The operator keeps retrying."
+        ),
+    )

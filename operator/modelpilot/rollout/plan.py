@@ -8,6 +8,7 @@ branch is a plain unit test.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..api.base import seconds
@@ -91,7 +92,7 @@ def plan(spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus, observ
     remove_autoscaler = observed.autoscaler and spec is not None and spec.autoscaling is None
     if resolution.model is None:
         if not _rollout_goes_on(spec, status, resolution):
-            return _plan_failure(status, observed, resolution)
+            return _plan_failure(status, observed, resolution, _deadline(spec))
         # The registry is down mid-rollout: the rollout goes on with the version it had, except promotion.
         decision = _plan_canary(spec, status, observed, status.model, blocked=resolution)
         return _with_router(replace(decision, remove_autoscaler=remove_autoscaler), status, observed)
@@ -180,7 +181,11 @@ def _base(status: ModelDeploymentStatus, observed: Observations) -> ModelDeploym
 _OUTAGES = {"RegistryUnreachable"}
 
 
-def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure: Resolution) -> Plan:
+def _deadline(spec: ModelDeploymentSpec | None) -> float:
+    return seconds(spec.progress_deadline) if spec is not None else seconds(ModelDeploymentSpec.model_fields["progress_deadline"].default)
+
+
+def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure: Resolution, deadline: float) -> Plan:
     stable = observed.stable
     new = _base(status, observed)
     cond = _setter(new, observed)
@@ -198,11 +203,29 @@ def _plan_failure(status: ModelDeploymentStatus, observed: Observations, failure
         new.phase, new.message = "Degraded", summary
     else:
         cond("Degraded", False, "NothingServing", "no version serves yet")
-        cond("Progressing", failure.retryable, failure.reason, failure.message)
         cond("Ready", False, failure.reason, failure.message)
         new.phase = "Pending" if failure.retryable else "Failed"
         new.message = failure.message
+        left = _time_left(new, observed, deadline) if failure.retryable else None
+        if left is not None and left <= 0:
+            # Still retried, but for someone to look at: Argo CD shows it Degraded, as a Deployment past its own.
+            new.message = f"nothing serves after {deadline:g}s: {failure.message}"
+            cond("Progressing", False, "ProgressDeadlineExceeded", new.message)
+        else:
+            cond("Progressing", failure.retryable, failure.reason, failure.message)
+        return Plan(status=new, serve=None, apply=False, requeue_after=left if left is not None and left > 0 else None)
     return Plan(status=new, serve=None, apply=False)
+
+
+def _time_left(status: ModelDeploymentStatus, observed: Observations, deadline: float) -> float | None:
+    """Seconds until the progress deadline of a ModelDeployment that has never served, counted from when
+    it last stopped being Ready (its creation, for one that never was)."""
+    ready = get_condition(status.conditions, "Ready")
+    try:
+        since = datetime.fromisoformat(ready.last_transition_time.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):  # no Ready condition yet, or a time this operator did not write
+        return None
+    return since + deadline - observed.clock
 
 
 def _report_outage(new: ModelDeploymentStatus, cond, stable: TrackObservation, failure: Resolution) -> None:
