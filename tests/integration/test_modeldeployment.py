@@ -460,10 +460,16 @@ def test_secrets_never_reach_status_events_logs_pod_specs_or_metrics(
 def test_unreachable_registry_is_pending_and_retried(kubectl, operator, restricted_namespace):
     ns = restricted_namespace
     uri = f"http://127.0.0.1:{free_port()}"
-    kubectl("apply", "-f", "-", input=manifest(ns, "down", uri, {"name": "m", "version": "1"}), check=True)
+    kubectl("apply", "-f", "-", input=manifest(ns, "down", uri, {"name": "m", "version": "1"}, progressDeadline="20s"), check=True)
     st = wait_phase(kubectl, operator, ns, "down", "Pending")
     assert condition(st, "ModelResolved")["reason"] == "RegistryUnreachable"
     assert condition(st, "Progressing")["status"] == "True"
+    # Past its progress deadline it is flagged for a person (Argo CD: Degraded), and still retried.
+    wait_for(lambda: condition(get(kubectl, "mdep", "down", "-n", ns)["status"], "Progressing").get("reason") == "ProgressDeadlineExceeded",
+             "the progress deadline to pass", timeout=60)  # fmt: skip
+    st = get(kubectl, "mdep", "down", "-n", ns)["status"]
+    assert st["phase"] == "Pending" and condition(st, "Progressing")["status"] == "False"
+    assert st["message"].startswith("nothing serves after 20s: ") and "cannot reach MLflow" in st["message"]
 
 
 def test_bad_spec_change_leaves_the_serving_version_untouched(
