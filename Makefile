@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv system-deps cluster-bins prometheus-bin images cluster crds test test-unit dev clean
+.PHONY: help venv system-deps cluster-bins prometheus-bin lua-bin images cluster crds test test-unit dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
@@ -40,6 +40,10 @@ system-deps:
 prometheus-bin: venv
 	$(PY) -m tests.support.prometheus_build
 
+# gopher-lua, the Lua VM Argo CD runs health checks in, to test ours in it; from its pinned Go module.
+lua-bin: venv
+	$(PY) -m tests.support.lua_health_build
+
 # The operator and runtime images from their Dockerfiles (buildah, no registry), cached by their inputs.
 images: venv system-deps
 	$(PY) -m tests.cluster.images
@@ -61,7 +65,7 @@ test-unit: venv
 
 # The builds side by side: Go compiles while the image builds mostly download packages.
 test: venv system-deps
-	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin images
+	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
 	$(PY) -m pytest -q -ra --durations=25
 
 clean:
