@@ -1,6 +1,7 @@
 """The Argo CD health check of ModelDeployments, shipped as Argo CD ships its own (a
 resource_customizations/<group>/<kind> folder: health.lua, health_test.yaml, testdata/), and run in
-gopher-lua, the Lua VM Argo CD runs it in, with the libraries Argo CD opens for a check set in argocd-cm."""
+gopher-lua, the Lua VM Argo CD runs it in, with the libraries Argo CD opens for a check set in argocd-cm.
+Also the Argo CD Applications that install the operator and sync ModelDeployments."""
 
 from __future__ import annotations
 
@@ -114,3 +115,41 @@ def test_the_installable_copies_are_the_tested_check():
     assert values["configs"]["cm"][CONFIG_KEY] == script
     # docs/gitops.md shows the patch as it is.
     assert (ARGOCD / "argocd-cm-patch.yaml").read_text().split("\ndata:\n", 1)[1] in (ROOT / "docs" / "gitops.md").read_text()
+
+
+def applications() -> dict[str, dict]:
+    paths = [*sorted((ARGOCD / "applications").glob("*.yaml")), ARGOCD / "app-of-apps.yaml"]
+    return {path.stem: yaml.safe_load(path.read_text()) for path in paths}
+
+
+def test_the_applications_use_paths_of_this_repository():
+    apps = applications()
+    assert set(apps) == {"modelpilot", "models", "app-of-apps"}
+    for name, app in apps.items():
+        assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application"), name
+        source = app["spec"]["source"]
+        assert (ROOT / source["path"]).is_dir(), f"{name}: {source['path']}"
+
+    chart = ROOT / apps["modelpilot"]["spec"]["source"]["path"]
+    assert (chart / "Chart.yaml").is_file() and (chart / "templates" / "crd.yaml").is_file()
+    chart_values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert set(apps["modelpilot"]["spec"]["source"]["helm"]["valuesObject"]) <= set(chart_values)
+
+    models = apps["models"]["spec"]["source"]
+    excluded = ROOT / models["path"] / models["directory"]["exclude"]
+    assert excluded.is_file()
+    synced = [p for p in (ROOT / models["path"]).glob("*.yaml") if p != excluded]
+    kinds = {doc["kind"] for path in synced for doc in yaml.safe_load_all(path.read_text()) if doc}
+    assert KIND in kinds and "Secret" not in kinds
+
+    parent = apps["app-of-apps"]["spec"]["source"]["path"]
+    assert ROOT / parent == ARGOCD / "applications"
+
+
+def test_the_operator_syncs_before_the_modeldeployments():
+    apps = applications()
+    wave = {name: int(app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for name, app in apps.items()
+            if name != "app-of-apps"}  # fmt: skip
+    assert wave["modelpilot"] < wave["models"]
+    models = apps["models"]["spec"]["syncPolicy"]
+    assert "SkipDryRunOnMissingResource=true" in models["syncOptions"] and models["retry"]["limit"] > 0
