@@ -17,6 +17,7 @@ import pytest
 from tests.cluster.launcher import default_bin_dir
 from tests.conftest import fresh_namespace
 from tests.support.mlflow import register_sklearn_model
+from tests.support.monitoring_crds import KINDS, monitoring_crd_files
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
 from tests.support.prometheus import pod_discovering_prometheus
 
@@ -52,6 +53,15 @@ OPERATOR_NAMESPACE = "modelpilot-system"
 def crds(kubectl):
     kubectl("apply", "--server-side", "-f", str(CRD_FILE), check=True)
     kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io", "--timeout=60s", check=True)
+
+
+@pytest.fixture(scope="session")
+def monitoring_crds(kubectl, crds):
+    """The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, as its module publishes them."""
+    for path in monitoring_crd_files():
+        kubectl("apply", "--server-side", "-f", str(path), check=True)
+    names = [f"crd/{kind}.monitoring.coreos.com" for kind in KINDS]
+    kubectl("wait", "--for=condition=Established", *names, "--timeout=60s", check=True)
 
 
 @pytest.fixture(scope="module")

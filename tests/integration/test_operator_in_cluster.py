@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def explained_by(state: Callable[[], str]) -> Iterator[None]:
         raise AssertionError(f"{exc}\n{output}\n{state()}") from exc
 
 
-def install(kube_cluster, release: Release, images: dict[str, str]) -> None:
+def install(kube_cluster, release: Release, images: dict[str, str], *values: str) -> None:
     repository, _, tag = images["operator"].rpartition(":")
     installed = helm(
         kube_cluster, "install", release.name, str(CHART), "-n", release.namespace,
@@ -110,20 +111,23 @@ def install(kube_cluster, release: Release, images: dict[str, str]) -> None:
         "--set", "image.pullPolicy=Never",
         "--set", f"runtimeImage={images['runtime']}",
         "--set", "resolveIntervalSeconds=5",
+        # The suite's own CRD (the `crds` fixture) serves every module; a release may not take it over.
+        "--set", "crds.install=false",
+        *values,
     )  # fmt: skip
     assert installed.returncode == 0, f"helm install failed:\n{installed.stdout}{installed.stderr}"
 
 
-def wait_operator_available(kubectl, release: Release) -> dict:
-    """The operator's Deployment Available, and its one pod."""
+def wait_operator_available(kubectl, release: Release, replicas: int = 1) -> list[dict]:
+    """The operator's Deployment Available, and its pods."""
     waited = kubectl(
         "wait", f"deployment/{release.fullname}", "-n", release.namespace, "--for=condition=Available",
         f"--timeout={OPERATOR_START_TIMEOUT}s", timeout=OPERATOR_START_TIMEOUT + 30,
     )  # fmt: skip
     assert waited.returncode == 0, f"operator Deployment not Available: {waited.stdout}{waited.stderr}"
-    pods = get(kubectl, "pods", "-n", release.namespace, "-l", release.selector)["items"]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return pods[0]
+    pods = wait_for(lambda: (found := get(kubectl, "pods", "-n", release.namespace, "-l", release.selector)["items"])
+                    and len(found) == replicas and found, f"{replicas} operator pods", timeout=60)  # fmt: skip
+    return pods
 
 
 def apply_model(kubectl, namespace: str, name: str, tracking_uri: str, version: str) -> None:
@@ -174,12 +178,14 @@ def uninstall(kube_cluster, kubectl, release: Release) -> None:
 
 
 def test_the_helm_installed_operator_serves_a_model_on_the_real_node(
-    kube_cluster, kubectl, images, mlflow, host_address, release, restricted_namespace
+    kube_cluster, kubectl, images, mlflow, host_address, release, restricted_namespace, crds
 ):
     ns, name = restricted_namespace, "served"
     with explained_by(lambda: cluster_state(kubectl, release, ns)):
         install(kube_cluster, release, images)
-        operator_pod = wait_operator_available(kubectl, release)
+        [operator_pod] = wait_operator_available(kubectl, release)
+        tested = helm(kube_cluster, "test", release.name, "-n", release.namespace, "--logs", timeout=240)
+        assert tested.returncode == 0, f"helm test failed:\n{tested.stdout}{tested.stderr}"
         assert operator_pod["spec"]["nodeName"] == NODE_NAME
         assert operator_pod["spec"]["serviceAccountName"] == release.fullname
         assert operator_pod["status"]["containerStatuses"][0]["restartCount"] == 0
@@ -200,3 +206,46 @@ def test_the_helm_installed_operator_serves_a_model_on_the_real_node(
         assert not model["metadata"].get("finalizers"), "nothing left that only the operator could remove"
         # What serves does not depend on the operator being there.
         assert_answers(url, version)
+
+
+def lease_holder(kubectl, release: Release) -> str | None:
+    found = kubectl("get", "lease", release.fullname, "-n", release.namespace, "-o", "json")
+    return json.loads(found.stdout)["spec"].get("holderIdentity") if found.returncode == 0 else None
+
+
+def test_two_replicas_serving_one_namespace_with_monitors_elect_a_leader_and_fail_over(
+    kube_cluster, kubectl, images, mlflow, host_address, release, restricted_namespace, crds, monitoring_crds
+):
+    ns, name = restricted_namespace, "guarded"
+    with explained_by(lambda: cluster_state(kubectl, release, ns)):
+        install(kube_cluster, release, images, "--set", "replicas=2", "--set", f"watchNamespaces={{{ns}}}",
+                "--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true",
+                "--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true")  # fmt: skip
+        pods = {p["metadata"]["name"] for p in wait_operator_available(kubectl, release, replicas=2)}
+        holder = wait_for(lambda: lease_holder(kubectl, release), "a replica to take the lease", timeout=120)
+        [leader] = [p for p in pods if holder.startswith(f"{p}-")]
+        ops = release.namespace
+        for kind in ("servicemonitor", "podmonitor", "prometheusrule", "poddisruptionbudget"):
+            assert get(kubectl, kind, "-n", ops, "-l", release.selector)["items"], f"no {kind}"
+        assert get(kubectl, "configmap", "-n", ops, "-l", "grafana_dashboard=1")["items"], "no dashboard ConfigMap"
+
+        v1 = register_sklearn_model(mlflow, MODEL, seed=22)
+        uri = mlflow.uri.replace("127.0.0.1", host_address)
+        apply_model(kubectl, ns, name, uri, v1)
+        wait_ready(kubectl, ns, name, v1)
+
+        # The leader's pod dies at once (no clean hand-over): the standby takes the lease when it expires.
+        kubectl("delete", "pod", leader, "-n", ops, "--grace-period=0", "--force", check=True)
+        killed = time.monotonic()
+        new_holder = wait_for(lambda: (h := lease_holder(kubectl, release)) and not h.startswith(f"{leader}-") and h,
+                              "the standby to take the lease", timeout=120)  # fmt: skip
+        handover = time.monotonic() - killed
+        assert any(new_holder.startswith(f"{p}-") for p in pods - {leader}), new_holder
+        # The new leader does the work: a new version rolls out under it.
+        v2 = register_sklearn_model(mlflow, MODEL, seed=23)
+        apply_model(kubectl, ns, name, uri, v2)
+        wait_ready(kubectl, ns, name, v2)
+        print(f"\nin-cluster leader killed: the standby held the lease after {handover:.1f} s")
+        url = f"http://{get(kubectl, 'service', name, '-n', ns)['spec']['clusterIP']}/invocations"
+        assert_answers(url, v2)
+        uninstall(kube_cluster, kubectl, release)
