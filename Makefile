@@ -5,11 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv system-deps cluster-bins prometheus-bin lua-bin images cluster crds test test-unit dev clean
+.PHONY: help venv system-deps cluster-bins prometheus-bin lua-bin images cluster crds test test-long test-unit dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
-	@echo "make test   - the whole test suite (unit + integration on a real control plane, MLflow, Prometheus)"
+	@echo "make test   - the test suite (unit + integration on a real control plane, MLflow, Prometheus)"
+	@echo "make test-long - the long tier make test leaves out"
 	@echo "make cluster - start the local control plane in the foreground and print its kubeconfig"
 	@echo "make crds   - regenerate crds/ from the pydantic API models"
 	@echo "make images - build the operator and runtime images (the tests build them when needed)"
@@ -67,6 +68,11 @@ test-unit: venv
 test: venv system-deps
 	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
 	$(PY) -m pytest -q -ra --durations=25
+
+# What `make test` leaves out to stay within its budget; same prerequisites.
+test-long: venv system-deps
+	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
+	$(PY) -m pytest -q -ra --durations=25 -m long
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -113,6 +113,9 @@ MANUAL_STEPS = [{"setWeight": 50}, {"pause": {}}]
 # Three canaries come up and a promotion rolls the stable track: with the cluster's start (when it runs first) on
 # a busy 2-core machine, more than the suite's 600s per test.
 @pytest.mark.timeout(1200)
+# The same requests on kwok (test_modeldeployment.py) and a rollback under live traffic
+# (test_analysis_on_node.py) are in the default tier.
+@pytest.mark.long
 def test_kubectl_modelpilot_aborts_retries_and_promotes_a_canary_a_newer_version_replaced_under_live_traffic(
     kube_cluster, kubectl, operator, mlflow, images, pod_mlflow_uri, restricted_namespace
 ):

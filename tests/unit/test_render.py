@@ -245,3 +245,22 @@ def test_more_than_one_pod_gets_a_disruption_budget_over_every_track_and_one_pod
     # With an autoscaler, its minimum decides.
     assert workload.disruption_budget(OWNER, spec(replicas=1, autoscaling={"minReplicas": 2, "maxReplicas": 4})) is not None
     assert workload.disruption_budget(OWNER, spec(replicas=3, autoscaling={"minReplicas": 1, "maxReplicas": 4})) is None
+
+
+def test_the_api_layer_knows_the_path_of_every_kind_the_operator_renders():
+    from modelpilot.kube.objects import path
+    from modelpilot.render.route import HTTP_ROUTE_API
+    from modelpilot.traffic import router_for
+
+    gateway = spec(replicas=3, autoscaling={"minReplicas": 2, "maxReplicas": 4},
+                   rollout={"trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}}})  # fmt: skip
+    rendered = [
+        workload.deployment(OWNER, gateway, MODEL, "img"), workload.service(OWNER, gateway),
+        *(workload.track_service(OWNER, gateway, track) for track in workload.TRACKS),
+        workload.autoscaler(OWNER, gateway), workload.disruption_budget(OWNER, gateway),
+        *router_for(gateway).objects(OWNER, gateway, 10),
+    ]  # fmt: skip
+    kinds = {(d["apiVersion"], d["kind"]) for d in rendered}
+    assert ("policy/v1", "PodDisruptionBudget") in kinds and (HTTP_ROUTE_API, "HTTPRoute") in kinds
+    for api_version, kind in kinds:
+        assert path(api_version, kind, "ml", "fraud").endswith(f"/namespaces/ml/{kind.lower()}s/fraud"), kind

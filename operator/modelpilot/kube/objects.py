@@ -21,6 +21,7 @@ _PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
     "HTTPRoute": "httproutes",
     "Secret": "secrets",
     "ModelDeployment": "modeldeployments",
