@@ -184,7 +184,7 @@ def test_the_helm_installed_operator_serves_a_model_on_the_real_node(
     with explained_by(lambda: cluster_state(kubectl, release, ns)):
         install(kube_cluster, release, images)
         [operator_pod] = wait_operator_available(kubectl, release)
-        tested = helm(kube_cluster, "test", release.name, "-n", release.namespace, "--logs", timeout=240)
+        tested = helm(kube_cluster, "test", release.name, "-n", release.namespace, timeout=240)
         assert tested.returncode == 0, f"helm test failed:\n{tested.stdout}{tested.stderr}"
         assert operator_pod["spec"]["nodeName"] == NODE_NAME
         assert operator_pod["spec"]["serviceAccountName"] == release.fullname
