@@ -44,6 +44,7 @@ from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
 from tests.support.load import Load  # noqa: E402
 from tests.support.mlflow import mlflow_server, register_pyfunc_model, set_alias  # noqa: E402
 from tests.support.processes import stop_process  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 from tests.support.prometheus import SCRAPE_INTERVAL, pod_discovering_prometheus  # noqa: E402
 
 NAMESPACE, NAME, MODEL = "rollback-bench", "judged", "bench-judged"
@@ -72,19 +73,10 @@ def status(kubectl: list[str]) -> dict:
     return kubectl_json(kubectl, "mdep", NAME, "-n", NAMESPACE).get("status", {})
 
 
-def wait(what: str, condition, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout:.0f}s")
-        time.sleep(0.2)
-    return value
-
-
 def canary_gone_and_quiet(kubectl: list[str], traffic: Traffic, version: str) -> float:
     """When all traffic is back on stable: the canary's Deployment is gone and no answer of `version` has
     come for 5 s; returns the arrival of its last answer."""
-    wait("the canary Deployment to go", lambda: not kubectl_json(kubectl, "deployment", f"{NAME}-canary", "-n", NAMESPACE))
+    wait_for(lambda: not kubectl_json(kubectl, "deployment", f"{NAME}-canary", "-n", NAMESPACE), "the canary Deployment to go", TIMEOUT, 0.2)
     time.sleep(5)
     return max(traffic.answered_by(version, 0))
 
@@ -92,9 +84,9 @@ def canary_gone_and_quiet(kubectl: list[str], traffic: Traffic, version: str) ->
 def bad_round(kubectl, mlflow, traffic: Traffic, seed: int) -> dict[str, float]:
     version = register_pyfunc_model(mlflow, MODEL, "failing", seed=seed)
     set_alias(mlflow, MODEL, "champion", version)
-    first = wait(f"version {version} to answer", lambda: min(traffic.answered_by(version, 0), default=None))
-    wait(f"version {version} to be rolled back",
-         lambda: (r := status(kubectl).get("rollout") or {}).get("phase") == "Aborted" and r.get("canaryVersion") == version)  # fmt: skip
+    first = wait_for(lambda: min(traffic.answered_by(version, 0), default=None), f"version {version} to answer", TIMEOUT, 0.2)
+    wait_for(lambda: (r := status(kubectl).get("rollout") or {}).get("phase") == "Aborted" and r.get("canaryVersion") == version,
+             f"version {version} to be rolled back", TIMEOUT, 0.2)
     last = canary_gone_and_quiet(kubectl, traffic, version)
     measurements = status(kubectl)["rollout"]["analysis"]["measurements"]
     failed = min(datetime.fromisoformat(m["at"].replace("Z", "+00:00")).timestamp() for m in measurements if m["verdict"] == "Fail")
@@ -104,7 +96,7 @@ def bad_round(kubectl, mlflow, traffic: Traffic, seed: int) -> dict[str, float]:
 def abort_round(kubectl, mlflow, traffic: Traffic, seed: int) -> float:
     version = register_pyfunc_model(mlflow, MODEL, "good", seed=seed)
     set_alias(mlflow, MODEL, "champion", version)
-    wait(f"version {version} to answer", lambda: traffic.answered_by(version, 0))
+    wait_for(lambda: traffic.answered_by(version, 0), f"version {version} to answer", TIMEOUT, 0.2)
     asked = time.time()
     value = encode(uuid.uuid4().hex[:12], "abort")
     subprocess.run([*kubectl, "annotate", "--overwrite", "mdep", NAME, "-n", NAMESPACE, f"{REQUEST_ANNOTATION}={value}"],
@@ -156,11 +148,11 @@ def main() -> int:
                             "rollout": {"steps": [{"setWeight": 50}, {"analysis": {}}], "analysis": analysis}}}  # fmt: skip
             for body in (secret, doc):
                 subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)
-            wait("the stable version to be Ready", lambda: status(kubectl).get("phase") == "Ready")
+            wait_for(lambda: status(kubectl).get("phase") == "Ready", "the stable version to be Ready", TIMEOUT, 0.2)
             ip = kubectl_json(kubectl, "service", NAME, "-n", NAMESPACE)["spec"]["clusterIP"]
             measured, baseline = [], []
             with Traffic(f"http://{ip}/invocations") as traffic:
-                wait("traffic through the Service", lambda: traffic.answered_by(stable, 0))
+                wait_for(lambda: traffic.answered_by(stable, 0), "traffic through the Service", TIMEOUT, 0.2)
                 for index in range(args.rounds):
                     kinds = ["measured", "baseline"] if index % 2 == 0 else ["baseline", "measured"]
                     for kind in kinds:
