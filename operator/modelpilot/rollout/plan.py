@@ -8,7 +8,6 @@ branch is a plain unit test.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..api.base import seconds
@@ -222,7 +221,7 @@ def _time_left(status: ModelDeploymentStatus, observed: Observations, deadline: 
     it last stopped being Ready (its creation, for one that never was)."""
     ready = get_condition(status.conditions, "Ready")
     try:
-        since = datetime.fromisoformat(ready.last_transition_time.replace("Z", "+00:00")).timestamp()
+        since = records.moment(ready.last_transition_time)
     except (AttributeError, ValueError):  # no Ready condition yet, or a time this operator did not write
         return None
     return since + deadline - observed.clock
