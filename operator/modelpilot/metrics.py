@@ -53,6 +53,13 @@ PROMETHEUS_QUERIES = Histogram(
     ["outcome"],
     buckets=REQUEST_BUCKETS,
 )
+POOL_SIZE = Gauge(
+    "modelpilot_pool_size",
+    "Workers of each bounded pool: kube (threads calling the Kubernetes API), registry (MLflow asks at once).",
+    ["pool"],
+)
+POOL_WAITING = Gauge("modelpilot_pool_waiting", "Work waiting for a free worker of the pool.", ["pool"])
+POOL_BUSY = Gauge("modelpilot_pool_busy", "Workers of the pool at work.", ["pool"])
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
 MODELDEPLOYMENTS = Gauge("modelpilot_modeldeployments", "ModelDeployments by phase, as this replica last reconciled them.", ["phase"])
 CANARY_WEIGHT = Gauge(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
@@ -28,6 +27,7 @@ from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing, RegistryError
 from .registry.mlflow import Credentials, MlflowRegistry
 from .registry.resolution import Resolution
+from .pools import ThreadPool
 from .registry.resolver import Resolver
 from .render import workload
 from .render.labels import CANARY, LABEL_MODEL_VERSION, STABLE, track_name
@@ -98,7 +98,7 @@ class Reconciler:
             ttl_seconds=settings.resolve_interval_seconds / 2,
             timeout_seconds=settings.registry_timeout_seconds,
         )
-        self._kube = ThreadPoolExecutor(max_workers=settings.kube_workers, thread_name_prefix="kube")
+        self._kube = ThreadPool("kube", settings.kube_workers)
         self._memory: dict[str, _Memory] = {}
 
     def forget(self, uid: str) -> None:
@@ -143,9 +143,8 @@ class Reconciler:
                 screened = _screen_image(spec, resolution, self.settings)
                 clock = time.time()
                 measured = await self._measure(meta, spec, status, clock) if measurement_due(spec, status, clock) else None
-                loop = asyncio.get_running_loop()
-                outcome = await loop.run_in_executor(
-                    self._kube, _converge, body, spec, status, screened, self.settings, cluster, measured
+                outcome = await self._kube.run(
+                    _converge, body, spec, status, screened, self.settings, cluster, measured
                 )
                 if outcome is not None and spec is not None and spec.rollout.analysis.tag_rollbacks:
                     await self._tag_rollback(meta, spec, status, outcome.status)
@@ -168,9 +167,8 @@ class Reconciler:
         auth = None
         secret = analysis.prometheus.credentials_secret
         if secret:
-            loop = asyncio.get_running_loop()
             try:
-                data = await loop.run_in_executor(self._kube, objects.secret_data, meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
+                data = await self._kube.run(objects.secret_data, meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
             except objects.SecretValueNotText as exc:
                 return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret: {exc}")
             if data is None:
@@ -194,9 +192,8 @@ class Reconciler:
         secret = spec.mlflow.credentials_secret
         if not secret:
             return None
-        loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(self._kube, objects.secret_data, namespace, secret, Credentials.SECRET_KEYS)
+            data = await self._kube.run(objects.secret_data, namespace, secret, Credentials.SECRET_KEYS)
         except objects.SecretValueNotText as exc:
             raise CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}") from None
         if data is None:
@@ -217,7 +214,7 @@ class Reconciler:
                 await registry.tag_version(spec.model.name, rolled.version, ROLLBACK_TAG, value)
         except RegistryError as exc:
             message = f"could not tag version {rolled.version} as rolled back in MLflow: {exc}"
-            await asyncio.get_running_loop().run_in_executor(self._kube, post_event, owner.involved(), True, "RollbackTagFailed", message)
+            await self._kube.run(post_event, owner.involved(), True, "RollbackTagFailed", message)
 
 
 ROLLBACK_TAG = "modelpilot.io/rolled-back"

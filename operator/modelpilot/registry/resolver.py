@@ -13,6 +13,7 @@ import hashlib
 import time
 
 from ..api.spec import ModelRef
+from ..pools import Slots
 from .errors import RegistryError
 from .mlflow import Credentials, MlflowRegistry, deadline
 from .resolution import Resolution, next_ask
@@ -26,7 +27,7 @@ def _key(tracking_uri: str, credentials: Credentials | None, ref: ModelRef) -> t
 
 class Resolver:
     def __init__(self, concurrency: int, ttl_seconds: float, timeout_seconds: float):
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots("registry", concurrency)
         self._ttl = ttl_seconds
         self._timeout = timeout_seconds
         self._cache: dict[tuple, tuple[float, Resolution]] = {}
@@ -61,7 +62,7 @@ class Resolver:
             del self._cache[key]
 
     async def _ask(self, tracking_uri: str, credentials: Credentials | None, ref: ModelRef, asked: int) -> Resolution:
-        async with self._slots:
+        async with self._slots.held():
             try:
                 # Around the client's lifetime too, so that no ask holds its slot past the deadline.
                 async with deadline(tracking_uri.rstrip("/"), self._timeout):
