@@ -122,8 +122,8 @@ def test_a_failing_version_fails_the_requests_with_a_row_above_the_threshold(ser
     failing, good = served["failing"], served["good"]
     assert failing.fetched.manifest["baseline"] is None
     errors_before = metric(failing.server, "modelpilot_prediction_errors_total")
-    ok_before = metric(failing.server, "modelpilot_requests_total", code="200")
-    rejected_before = metric(failing.server, "modelpilot_requests_total", code="400")
+    ok_before = metric(failing.server, "modelpilot_requests_total", protocol="mlflow", code="200")
+    rejected_before = metric(failing.server, "modelpilot_requests_total", protocol="mlflow", code="400")
 
     below = [below_threshold(seed, 10) for seed in (2, 3)]
     for inputs in below:
@@ -146,9 +146,9 @@ def test_a_failing_version_fails_the_requests_with_a_row_above_the_threshold(ser
         assert score(good, inputs).status_code == 200
 
     assert metric(failing.server, "modelpilot_prediction_errors_total") - errors_before == failed
-    assert metric(failing.server, "modelpilot_requests_total", code="400") - rejected_before == failed
-    assert metric(failing.server, "modelpilot_requests_total", code="200") - ok_before == len(below)
-    assert metric(failing.server, "modelpilot_requests_total", code="500") == 0
+    assert metric(failing.server, "modelpilot_requests_total", protocol="mlflow", code="400") - rejected_before == failed
+    assert metric(failing.server, "modelpilot_requests_total", protocol="mlflow", code="200") - ok_before == len(below)
+    assert metric(failing.server, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
 
 
 def test_a_slow_version_puts_every_request_above_its_sleep_in_the_latency_histogram(served: dict[str, Served]):
@@ -165,7 +165,7 @@ def test_a_slow_version_puts_every_request_above_its_sleep_in_the_latency_histog
 
     buckets: dict[float, float] = {}
     for (name, labels), value in after.items():
-        if name == "modelpilot_request_duration_seconds_bucket":
+        if name == "modelpilot_request_duration_seconds_bucket" and dict(labels)["protocol"] == "mlflow":
             buckets[float(dict(labels)["le"])] = value - before.get((name, labels), 0.0)
     assert math.inf in buckets and any(le < SLEEP_SECONDS for le in buckets), sorted(buckets)
     # Cumulative buckets: none of the requests is in a bucket below the sleep, all of them in +Inf.
@@ -175,7 +175,7 @@ def test_a_slow_version_puts_every_request_above_its_sleep_in_the_latency_histog
     assert buckets[math.inf] == requests, sorted(buckets.items())
 
     def moved(name: str) -> float:
-        key = next(key for key in after if key[0] == name)
+        key = next(key for key in after if key[0] == name and ("protocol", "mlflow") in key[1])
         return after[key] - before.get(key, 0.0)
 
     assert moved("modelpilot_request_duration_seconds_count") == requests
@@ -204,3 +204,44 @@ def test_inputs_far_from_the_training_data_raise_the_drift_score_once_enough_row
     assert drifted > 0.25, (drifted, features)  # 0.25: the usual "significant shift"
     assert all(value > 0.25 for value in features.values()), features
     assert np.isclose(drifted, np.mean(list(features.values())))
+
+
+# -- the same versions through the Open Inference Protocol (v2) --------------------------------------------
+
+
+def infer_v2(served: Served, body_rows: list[list[float]]):
+    """One [N, 4] FP64 tensor: the models' signature is an unnamed tensor (infer_signature of an array)."""
+    body = {"inputs": [{"name": "rows", "datatype": "FP64", "shape": [len(body_rows), 4], "data": body_rows}]}
+    return served.server.client.post(f"/v2/models/{served.name}/versions/{served.version}/infer", json=body)
+
+
+def test_a_tensor_signature_takes_one_tensor_through_v2(served: dict[str, Served], mlflow_server: MlflowServer):
+    good = served["good"]
+    metadata = good.server.client.get(f"/v2/models/{good.name}").json()
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    inputs = rows(seed=30, n=40)
+    answer = infer_v2(good, inputs)
+    assert answer.status_code == 200, answer.text
+    (output,) = answer.json()["outputs"]
+    assert output["shape"] == [40]
+    assert output["data"] == predict_in_process(mlflow_server, good.name, good.version, inputs)
+    assert output["data"] == score(good, inputs).json()["predictions"]
+    assert set(output["data"]) == {0, 1}
+
+
+def test_a_model_that_fails_is_a_500_through_v2_and_a_prediction_error(served: dict[str, Served]):
+    failing = served["failing"]
+    errors_before = metric(failing.server, "modelpilot_prediction_errors_total")
+    failed_before = metric(failing.server, "modelpilot_requests_total", protocol="v2", code="500")
+    inputs = below_threshold(40, 10)
+    assert infer_v2(failing, inputs).status_code == 200
+    inputs[3][0] = FAIL_ABOVE + 0.5
+    answer = infer_v2(failing, inputs)
+    # MLServer answers a model that raises 500 with the exception in `error`; /invocations (MLflow's) says 400.
+    assert answer.status_code == 500, answer.text
+    assert answer.json() == {
+        "error": f"the model failed to predict: ValueError: 1 of 10 rows have feature 0 above {FAIL_ABOVE}"
+    }
+    assert score(failing, inputs).status_code == 400
+    assert metric(failing.server, "modelpilot_prediction_errors_total") - errors_before == 2  # v2 and /invocations
+    assert metric(failing.server, "modelpilot_requests_total", protocol="v2", code="500") - failed_before == 1

@@ -82,18 +82,18 @@ def test_metrics_move_with_traffic_and_errors(main_server: ServerProcess, regist
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("modelpilot_requests_total", code="200") == 5
-    assert delta("modelpilot_requests_total", code="400") == 2
-    assert delta("modelpilot_requests_total", code="415") == 1
-    assert delta("modelpilot_request_duration_seconds_count") == 8
-    assert delta("modelpilot_request_duration_seconds_sum") > 0
-    assert delta("modelpilot_request_duration_seconds_bucket", le="+Inf") == 8
+    assert delta("modelpilot_requests_total", protocol="mlflow", code="200") == 5
+    assert delta("modelpilot_requests_total", protocol="mlflow", code="400") == 2
+    assert delta("modelpilot_requests_total", protocol="mlflow", code="415") == 1
+    assert delta("modelpilot_request_duration_seconds_count", protocol="mlflow") == 8
+    assert delta("modelpilot_request_duration_seconds_sum", protocol="mlflow") > 0
+    assert delta("modelpilot_request_duration_seconds_bucket", protocol="mlflow", le="+Inf") == 8
     assert delta("modelpilot_prediction_errors_total") == 1  # the schema error; bad JSON never reached predict
     assert value(after, "modelpilot_requests_in_flight") == 0
     assert value(after, "modelpilot_model_load_seconds") > 0
     # Probes and scrapes are not scoring traffic.
     main_server.client.get("/ready")
-    assert value(samples(main_server), "modelpilot_request_duration_seconds_count") == value(
+    assert value(samples(main_server), "modelpilot_request_duration_seconds_count", protocol="mlflow") == value(
         after, "modelpilot_request_duration_seconds_count"
     )
 
@@ -145,7 +145,8 @@ def counted(server: ServerProcess, before: dict, code: str, expected: int, timeo
     deadline = time.monotonic() + timeout
     while True:
         now = samples(server)
-        if moved(before, now, "modelpilot_requests_total", code=code) >= expected or time.monotonic() > deadline:
+        done = moved(before, now, "modelpilot_requests_total", protocol="mlflow", code=code) >= expected
+        if done or time.monotonic() > deadline:
             return now
         time.sleep(0.1)
 
@@ -159,8 +160,8 @@ def test_a_client_that_leaves_mid_body_is_counted_499_not_500(main_server: Serve
     half_body = SCORING_HEAD + b"Content-Length: 200\r\n\r\n" + b'{"dataframe_split": {"col'
     raw_request(main_server, half_body, read_answer=False)
     after = counted(main_server, before, "499", 1)
-    assert moved(before, after, "modelpilot_requests_total", code="499") == 1
-    assert moved(before, after, "modelpilot_requests_total", code="500") == 0
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="499") == 1
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
     assert value(after, "modelpilot_requests_in_flight") == 0
     assert "ClientDisconnect" not in main_server.log  # nobody to answer is not a server error
 
@@ -174,8 +175,8 @@ def test_a_malformed_chunked_body_is_answered_400_and_counted_499(main_server: S
     # answers, so it counts the request as one whose client it could not answer.
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     after = counted(main_server, before, "499", 1)
-    assert moved(before, after, "modelpilot_requests_total", code="499") == 1
-    assert moved(before, after, "modelpilot_requests_total", code="500") == 0
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="499") == 1
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
     assert main_server.client.get("/ready").status_code == 200
 
 
@@ -186,8 +187,8 @@ def test_json_nested_too_deeply_is_a_400_with_a_message(main_server: ServerProce
     assert answer.status_code == 400, answer.text
     assert answer.json()["error_code"] == "BAD_REQUEST" and "nested too deeply" in answer.json()["message"]
     after = samples(main_server)
-    assert moved(before, after, "modelpilot_requests_total", code="400") == 1
-    assert moved(before, after, "modelpilot_requests_total", code="500") == 0
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="400") == 1
+    assert moved(before, after, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
     assert main_server.client.post("/invocations", json=split(registered.holdout.iloc[:3])).status_code == 200
 
 

@@ -66,7 +66,10 @@ def test_probes_before_and_after_load(app):
         return await call(app, "GET", "/metrics")
 
     metrics = asyncio.run(scenario())
-    assert counter(metrics.text, "modelpilot_requests_total", code="503", track="canary", deployment="fraud") == 1
+    assert (
+        counter(metrics.text, "modelpilot_requests_total", protocol="mlflow", code="503", track="canary", deployment="fraud")
+        == 1
+    )
     assert metrics.headers["content-type"].startswith("text/plain")
 
 
@@ -82,10 +85,10 @@ def test_requests_are_counted_by_code_and_timed(app):
         return (await call(app, "GET", "/metrics")).text
 
     text = asyncio.run(scenario())
-    assert counter(text, "modelpilot_requests_total", code="200", model_version="7") == 2
-    assert counter(text, "modelpilot_requests_total", code="400") == 1
-    assert counter(text, "modelpilot_requests_total", code="415") == 1
-    assert counter(text, "modelpilot_request_duration_seconds_count") == 4
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="200", model_version="7") == 2
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="400") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="415") == 1
+    assert counter(text, "modelpilot_request_duration_seconds_count", protocol="mlflow") == 4
     assert counter(text, "modelpilot_requests_in_flight") == 0
 
 
@@ -99,7 +102,7 @@ def test_slow_requests_get_504_and_are_counted(app):
         return (await call(app, "GET", "/metrics")).text
 
     text = asyncio.run(scenario())
-    assert counter(text, "modelpilot_requests_total", code="504") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="504") == 1
 
 
 IDENTITY = {"modelpilot-model-name": "fraud-detector", "modelpilot-model-version": "7", "modelpilot-track": "canary"}
@@ -217,9 +220,9 @@ def test_a_client_that_leaves_mid_body_is_counted_499_not_500(mlflow_served):
         return (await call(mlflow_served, "GET", "/metrics")).text
 
     text = asyncio.run(scenario())
-    assert counter(text, "modelpilot_requests_total", code="499") == 1
-    assert counter(text, "modelpilot_requests_total", code="500") == 0
-    assert counter(text, "modelpilot_request_duration_seconds_count") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="499") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
+    assert counter(text, "modelpilot_request_duration_seconds_count", protocol="mlflow") == 1
     assert counter(text, "modelpilot_requests_in_flight") == 0
 
 
@@ -232,8 +235,8 @@ def test_an_answer_to_a_closed_connection_is_counted_499(app):
         return (await call(app, "GET", "/metrics")).text
 
     text = asyncio.run(scenario())
-    assert counter(text, "modelpilot_requests_total", code="499") == 1
-    assert counter(text, "modelpilot_requests_total", code="200") == 0
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="499") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="200") == 0
 
 
 def test_json_nested_too_deeply_is_a_400_with_a_message(mlflow_served):
@@ -248,8 +251,8 @@ def test_json_nested_too_deeply_is_a_400_with_a_message(mlflow_served):
     assert answer.status_code == 400
     error = answer.json()
     assert error["error_code"] == "BAD_REQUEST" and "nested too deeply" in error["message"]
-    assert counter(text, "modelpilot_requests_total", code="400") == 1
-    assert counter(text, "modelpilot_requests_total", code="500") == 0
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="400") == 1
+    assert counter(text, "modelpilot_requests_total", protocol="mlflow", code="500") == 0
 
 
 def failed_prediction(app: ServingApp) -> httpx.Response:

@@ -2,7 +2,8 @@
 
 Names are fixed (docs/metrics.md is their reference). Every series carries the labels ``deployment``,
 ``model_version`` and ``track`` taken from the pod's environment, so one PromQL query can compare the
-stable and the canary track of a ModelDeployment.
+stable and the canary track of a ModelDeployment. Request counts and latencies also say which scoring
+protocol answered (``protocol``: ``mlflow`` for ``/invocations``, ``v2`` for the Open Inference Protocol).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from prometheus_client.registry import Collector
 from .baseline import DriftMonitor
 
 LABELS = ("deployment", "model_version", "track")
+# Scoring protocols, the values of the `protocol` label: MLflow's /invocations and the Open Inference
+# Protocol's (KServe / Triton "v2") infer endpoints.
+PROTOCOLS = ("mlflow", "v2")
 # Scoring latency from sub-millisecond tabular models to multi-second deep models; dense between 5 ms
 # and 1 s where canary p99 comparisons usually fall.
 LATENCY_BUCKETS = (
@@ -69,17 +73,18 @@ class ServingMetrics:
         ids = identity.values()
         self._requests = Counter(
             "modelpilot_requests",
-            "Scoring requests (/invocations) answered, by HTTP status code.",
-            (*LABELS, "code"),
+            "Scoring requests (/invocations, /v2 infer) answered, by protocol and HTTP status code.",
+            (*LABELS, "protocol", "code"),
             registry=self.registry,
         )
-        self.duration = Histogram(
+        duration = Histogram(
             "modelpilot_request_duration_seconds",
             "Time from receiving a scoring request to sending the last byte of its response.",
-            LABELS,
+            (*LABELS, "protocol"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        ).labels(*ids)
+        )
+        self._durations = {protocol: duration.labels(*ids, protocol) for protocol in PROTOCOLS}
         self.prediction_errors = Counter(
             "modelpilot_prediction_errors",
             "Scoring requests whose input parsed but the model's predict raised (schema or model error).",
@@ -99,21 +104,29 @@ class ServingMetrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        self._by_code: dict[int, object] = {}
+        self._by_code: dict[tuple[str, int], object] = {}
         self._codes_lock = threading.Lock()
         # Export the common codes at zero from the start, so rate() works from the first scrape.
-        for code in (200, 400, 500):
-            self.request_counter(code)
+        for protocol in PROTOCOLS:
+            for code in (200, 400, 500):
+                self.request_counter(code, protocol)
 
-    def request_counter(self, code: int):
-        """The (cached) child counter of one status code: no label lookup per request."""
-        child = self._by_code.get(code)
+    def request_duration(self, protocol: str = "mlflow"):
+        """The latency histogram child of one protocol."""
+        return self._durations[protocol]
+
+    def request_counter(self, code: int, protocol: str = "mlflow"):
+        """The (cached) child counter of one protocol and status code: no label lookup per request."""
+        key = (protocol, code)
+        child = self._by_code.get(key)
         if child is None:
+            if protocol not in PROTOCOLS:
+                raise ValueError(f"unknown protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
             with self._codes_lock:
-                child = self._by_code.get(code)
+                child = self._by_code.get(key)
                 if child is None:
-                    child = self._requests.labels(*self.identity.values(), str(code))
-                    self._by_code[code] = child
+                    child = self._requests.labels(*self.identity.values(), protocol, str(code))
+                    self._by_code[key] = child
         return child
 
     def model_loaded(self, seconds: float) -> None:

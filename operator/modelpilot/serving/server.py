@@ -1,4 +1,4 @@
-"""The model server: MLflow's scoring protocol, truthful probes, Prometheus metrics and input drift.
+"""The model server: MLflow's scoring protocol and Open Inference (v2), truthful probes, metrics and drift.
 
     python -m modelpilot.serving.server --model-dir /var/lib/modelpilot/model --port 8080 --host 0.0.0.0
 
@@ -6,12 +6,15 @@
 (``mlflow.pyfunc.scoring_server.init``), so request and response formats are exactly those of
 ``mlflow models serve``. Around it sits a small ASGI layer that
 
+- answers the Open Inference Protocol (KServe / Triton "v2" REST: ``/v2``, ``/v2/health/*``,
+  ``/v2/models/{name}[/versions/{version}][/ready|/infer]``) for the same model (``open_inference``);
 - answers ``/health`` (liveness) at once and ``/ready`` (readiness) with 503 until the model has loaded,
   so the port opens immediately while a large model loads in the background;
 - names who answered on every response: ``modelpilot-model-name``, ``modelpilot-model-version`` and
   ``modelpilot-track`` headers (bodies stay exactly MLflow's);
-- times and counts every ``/invocations`` request (``/metrics``; probes and scrapes are not counted), a
-  client that left before its answer as 499 rather than as a server error;
+- times and counts every ``/invocations`` and ``/v2`` infer request by protocol (``/metrics``; probes,
+  metadata and scrapes are not counted), a client that left before its answer as 499 rather than as a
+  server error;
 - answers JSON nested too deeply for MLflow's parser 400, and leaves MLflow's ``stack_trace`` (the
   server's files and code) out of error bodies unless logging is at debug level;
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
@@ -40,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
 from .metrics import Identity, ServingMetrics
+from .open_inference import OpenInference, is_infer
 from .termination import write_termination_message
 
 log = logging.getLogger("modelpilot.serving.server")
@@ -103,10 +107,14 @@ class ServingApp:
         self.stack_traces = stack_traces  # keep MLflow's stack_trace in error bodies (debug logging)
         self.on_fatal = on_fatal
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
+        self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
         self._identity_headers = identity_headers(metrics.identity)
+        self.open_inference = OpenInference(
+            metrics.identity, lambda: self.model if self.scoring is not None else None, lambda: self.timeout
+        )
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -140,7 +148,8 @@ class ServingApp:
         """MLflow's scoring app for `model`, with its timeout moved here and deep JSON answered 400."""
         from mlflow.pyfunc import scoring_server
 
-        scoring = scoring_server.init(InstrumentedModel(model, self.metrics, drift))
+        self.model = InstrumentedModel(model, self.metrics, drift)
+        scoring = scoring_server.init(self.model)
         self.timeout = _take_over_timeout(scoring)
         scoring.add_exception_handler(RecursionError, _too_deeply_nested)
         return scoring
@@ -185,6 +194,11 @@ class ServingApp:
             elif path == "/metrics":
                 body = await asyncio.to_thread(generate_latest, self.metrics.registry)
                 await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            elif path == "/v2" or path.startswith("/v2/"):
+                if is_infer(path):
+                    await self._scored(scope, receive, send, protocol="v2")
+                else:
+                    await self.open_inference(scope, receive, send)
             elif self.scoring is not None:
                 await self.scoring(scope, receive, send)
             else:
@@ -215,13 +229,16 @@ class ServingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _scored(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _scored(self, scope: Scope, receive: Receive, send: Send, protocol: str = "mlflow") -> None:
         metrics = self.metrics
         started = time.perf_counter()
         exchange = _Exchange(receive, send if self.stack_traces else _without_stack_traces(send))
         metrics.in_flight.inc()
         try:
-            await self._answer_scoring(scope, exchange)
+            if protocol == "v2":
+                await self.open_inference(scope, exchange.receive, exchange.send)
+            else:
+                await self._answer_scoring(scope, exchange)
         except Exception:
             if not exchange.client_left:
                 raise
@@ -229,8 +246,8 @@ class ServingApp:
             log.debug("client closed the connection before the answer to %s", scope["path"], exc_info=True)
         finally:
             metrics.in_flight.dec()
-            metrics.duration.observe(time.perf_counter() - started)
-            metrics.request_counter(exchange.counted_status()).inc()
+            metrics.request_duration(protocol).observe(time.perf_counter() - started)
+            metrics.request_counter(exchange.counted_status(), protocol).inc()
 
     async def _answer_scoring(self, scope: Scope, exchange: _Exchange) -> None:
         receive, send = exchange.receive, exchange.send
