@@ -310,9 +310,11 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
         *(workload.track_service(owner, spec, track) for track in workload.TRACKS),
     ]
     if decision.serve is not None:
-        desired.insert(0, workload.deployment(owner, spec, decision.serve, settings.runtime_image, STABLE))
+        desired.insert(0, workload.deployment(owner, spec, decision.serve, settings.runtime_image, STABLE, package_index=settings.package_index))
     if decision.canary is not None:
-        canary = workload.deployment(owner, spec, decision.canary, settings.runtime_image, CANARY, decision.canary_replicas)
+        canary = workload.deployment(
+            owner, spec, decision.canary, settings.runtime_image, CANARY, decision.canary_replicas, settings.package_index
+        )
         desired.append(canary)
     autoscaler = workload.autoscaler(owner, spec)
     if autoscaler is not None:

@@ -23,6 +23,8 @@ class Settings:
     allowed_images: tuple[str, ...] = ()
     # The Prometheus canary analysis asks when a ModelDeployment names none.
     prometheus_address: str | None = None
+    # The package index the Install requirements policy uses when a ModelDeployment names none.
+    package_index: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,6 +38,7 @@ class Settings:
             kube_workers=int(env.get("MODELPILOT_KUBE_WORKERS", defaults.kube_workers)),
             allowed_images=_patterns(env.get("MODELPILOT_ALLOWED_IMAGES", "")),
             prometheus_address=env.get("MODELPILOT_PROMETHEUS_ADDRESS") or None,
+            package_index=env.get("MODELPILOT_PACKAGE_INDEX") or None,
         )
 
 

@@ -168,10 +168,10 @@ class Fetched:
         return json.loads((self.dest / ".modelpilot-manifest.json").read_text())
 
 
-def run_fetch(server: MlflowServer, model_uri: str, dest: Path, policy: str = "Warn", **env_overrides: str) -> Fetched:
+def run_fetch(server: MlflowServer, model_uri: str, dest: Path, policy: str = "Warn", *args: str, **env_overrides: str) -> Fetched:
     env = {**os.environ, **server.env, **env_overrides}
     cmd = [PYTHON, "-m", "modelpilot.serving.fetch", "--model-uri", model_uri, "--dest", str(dest),
-           "--requirements-policy", policy]  # fmt: skip
+           "--requirements-policy", policy, *args]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     return Fetched(result.returncode, result.stdout, result.stderr, dest)
 

@@ -7,9 +7,9 @@ validations the API server enforces at `kubectl apply`.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import GROUP, KIND, PLURAL, VERSION  # noqa: F401 - re-exported: the API's names
 from .base import DURATION_PATTERN, ApiModel, cel
@@ -45,6 +45,13 @@ _NO_URL_CREDENTIALS_RULE = {
 }
 
 
+def _without_credentials(url: str) -> str:
+    # The same as the CEL rule, for objects stored before it existed. The error must not echo the URL.
+    if re.match(_URL_USERINFO, url):
+        raise ValueError(_NO_URL_CREDENTIALS_RULE["message"])
+    return url
+
+
 class MlflowSpec(ApiModel):
     """Where the MLflow tracking server and Model Registry live, and how to authenticate to it."""
 
@@ -68,10 +75,7 @@ class MlflowSpec(ApiModel):
     @field_validator("tracking_uri")
     @classmethod
     def _no_credentials(cls, uri: str) -> str:
-        # The same as the CEL rule, for objects stored before it existed. The error must not echo the URL.
-        if re.match(_URL_USERINFO, uri):
-            raise ValueError(_NO_URL_CREDENTIALS_RULE["message"])
-        return uri
+        return _without_credentials(uri)
 
 
 class Resources(ApiModel):
@@ -100,6 +104,119 @@ class EnvVar(ApiModel):
     value: str = Field("", description="Variable value.")
 
 
+def _index_url(description: str):
+    return Field(
+        pattern=r"^https?://",
+        max_length=2048,
+        description=description,
+        json_schema_extra={"x-kubernetes-validations": [_NO_URL_CREDENTIALS_RULE]},
+    )
+
+
+class PackageIndex(ApiModel):
+    """A Python package index (PyPI or a mirror of it) for the Install requirements policy."""
+
+    url: str = _index_url("Base URL of the index's simple API, such as https://pypi.example.com/simple. No credentials in it.")
+    extra_urls: list[Annotated[str, _index_url("Another index to look in.")]] = Field(
+        default_factory=list, max_length=8, description="More indexes to look in, after url."
+    )
+    credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="Secret in the same namespace with `username` and `password` for the indexes (basic auth).",
+    )
+    installer: Literal["uv", "pip"] = Field("uv", description="The installer: uv (fast) or pip.")
+
+    @field_validator("url", "extra_urls")
+    @classmethod
+    def _no_credentials(cls, value: str | list[str]) -> str | list[str]:
+        for url in [value] if isinstance(value, str) else value:
+            _without_credentials(url)
+        return value
+
+
+class EnvironmentCache(ApiModel):
+    """A PersistentVolumeClaim (ReadWriteMany when pods share it across nodes) holding built environments."""
+
+    claim_name: str = Field(min_length=1, max_length=253, description="Name of a PersistentVolumeClaim in the same namespace.")
+
+
+# A request log sink URL goes into the pod's arguments: a token for it belongs in a Secret.
+_NO_SINK_CREDENTIALS_RULE = {
+    **cel(
+        f"!self.matches('{_URL_USERINFO}')",
+        "must not carry credentials (user:password@host): put a token in the Secret named by sinkCredentialsSecret",
+    ),
+    "reason": "FieldValueForbidden",
+}
+# One field name per item: the server takes them comma-separated.
+RedactedField = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^,]+$")]
+
+
+class RequestLogging(
+    ApiModel,
+    rules=[
+        cel(
+            "!has(self.sinkCredentialsSecret) || self.sink != 'stdout'",
+            "sinkCredentialsSecret goes with an http(s) sink",
+        )
+    ],
+):
+    """Log a sampled share of scoring requests with their responses as JSON lines, for monitoring and retraining."""
+
+    fraction: float = Field(
+        ge=0, le=1, description="Share of scoring requests logged with their responses, from 0 to 1 (0.05: one in twenty)."
+    )
+    sink: str = Field(
+        "stdout",
+        pattern=r"^(stdout|https?://\S+)$",
+        max_length=2048,
+        description=(
+            "Where records go: stdout (the model server's log) or an http(s) URL that receives batches of JSON "
+            "lines by POST. No credentials in it: put a token in sinkCredentialsSecret."
+        ),
+        json_schema_extra={"x-kubernetes-validations": [_NO_SINK_CREDENTIALS_RULE]},
+    )
+    redact: list[RedactedField] = Field(
+        default_factory=list,
+        max_length=256,
+        description=(
+            "Input and output fields (columns, record keys, tensor names) whose values are logged as [REDACTED], "
+            "in every request format."
+        ),
+    )
+    sink_credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "Secret in the same namespace whose `token` key the model server sends to the sink as a bearer token. "
+            "The model's own code runs in that container too: give it a token that can only write logs."
+        ),
+    )
+    queue_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Records waiting for the sink at most; beyond, records are dropped and counted, never waited for.",
+    )
+
+    @field_validator("sink")
+    @classmethod
+    def _no_credentials(cls, sink: str) -> str:
+        # The same as the CEL rule, for objects stored before it existed. The error must not echo the URL.
+        if re.match(_URL_USERINFO, sink):
+            raise ValueError(_NO_SINK_CREDENTIALS_RULE["message"])
+        return sink
+
+    @model_validator(mode="after")
+    def _credentials_need_a_url(self) -> RequestLogging:
+        if self.sink_credentials_secret and self.sink == "stdout":
+            raise ValueError("sinkCredentialsSecret goes with an http(s) sink")
+        return self
+
+
 class Runtime(ApiModel):
     """The model server that runs the model; every field falls back to the operator-wide default."""
 
@@ -107,11 +224,30 @@ class Runtime(ApiModel):
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to the model server command.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables for the model server.")
     port: int = Field(8080, ge=1024, le=65535, description="Port the model server listens on inside the pod.")
-    requirements_policy: Literal["Warn", "Refuse"] = Field(
+    requirements_policy: Literal["Warn", "Refuse", "Install"] = Field(
         "Warn",
         description=(
             "What to do when the model's recorded requirements differ from the packages the runtime image has: "
-            "Warn logs the mismatch and serves, Refuse stops the pod from starting."
+            "Warn logs the mismatch and serves, Refuse stops the pod from starting, Install installs what the "
+            "runtime lacks into a virtual environment layered over the runtime's own packages (from packageIndex, "
+            "else the operator's default index) and serves the model from it."
+        ),
+    )
+    package_index: PackageIndex | None = Field(
+        None, description="Where the Install policy takes packages from. Defaults to the operator's default index."
+    )
+    environment_cache: EnvironmentCache | None = Field(
+        None,
+        description=(
+            "A shared volume for the environments the Install policy builds, keyed by a hash of what they hold: "
+            "a pod whose environment is already there installs nothing. Without it each pod builds its own."
+        ),
+    )
+    request_logging: RequestLogging | None = Field(
+        None,
+        description=(
+            "Log a sampled share of scoring requests with their responses, as JSON lines to stdout or an HTTP "
+            "sink. Off when absent."
         ),
     )
 

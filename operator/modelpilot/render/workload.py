@@ -7,7 +7,7 @@ Pods meet the Pod Security "restricted" profile.
 
 from __future__ import annotations
 
-from ..api.spec import ModelDeploymentSpec
+from ..api.spec import ModelDeploymentSpec, Runtime
 from ..api.status import ResolvedModel
 from .labels import (
     CANARY,
@@ -19,7 +19,7 @@ from .labels import (
     track_name,
     track_selector,
 )
-from ..serving import MODEL_DIR
+from ..serving import ENVIRONMENTS_DIR, MODEL_DIR
 from .owner import Owner
 from .pod import pod_fields, template_metadata
 
@@ -46,9 +46,11 @@ def deployment(
     runtime_image: str,
     track: str = STABLE,
     replicas: int | None = None,
+    package_index: str | None = None,
 ) -> dict:
     """The Deployment serving `model` on `track`: `replicas` pods (a canary's count), else the spec's count,
-    or no count at all when an autoscaler owns it."""
+    or no count at all when an autoscaler owns it. `package_index` is the operator's default index for the
+    Install requirements policy."""
     name = track_name(owner.name, track)
     labels = track_labels(owner.name, spec.model.name, track, model.version)
     body = {
@@ -62,7 +64,7 @@ def deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
             "template": {
                 "metadata": template_metadata(spec.pod, labels, scrape_annotations(spec.runtime.port)),
-                "spec": _pod_spec(owner, spec, model, runtime_image, track),
+                "spec": _pod_spec(owner, spec, model, runtime_image, track, package_index),
             },
         },
     }
@@ -78,7 +80,8 @@ def runtime_image(spec: ModelDeploymentSpec, default: str) -> str:
     return spec.runtime.image or default
 
 
-def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str) -> dict:
+def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, image: str, track: str,
+              package_index: str | None) -> dict:  # fmt: skip
     runtime = spec.runtime
     image = runtime_image(spec, image)
     # Only the fetch step gets the credentials: the model server runs the model's own (pickled) code,
@@ -105,13 +108,15 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "name": "model-server",
         "image": image,
         "command": ["python", "-m", "modelpilot.serving.server"],
-        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(runtime.port), *runtime.args],
+        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(runtime.port),
+                 *request_logging_args(runtime), *runtime.args],  # fmt: skip
         "env": [
             {"name": "MODELPILOT_DEPLOYMENT", "value": owner.name},
             {"name": "MODELPILOT_MODEL_NAME", "value": model.name},
             {"name": "MODELPILOT_MODEL_VERSION", "value": model.version},
             {"name": "MODELPILOT_TRACK", "value": track},
             {"name": "MLFLOW_TRACKING_URI", "value": spec.mlflow.tracking_uri},
+            *request_logging_env(runtime),
             *({"name": e.name, "value": e.value} for e in runtime.env),
         ],
         "ports": [{"name": "http", "containerPort": runtime.port, "protocol": "TCP"}],
@@ -127,6 +132,9 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         "securityContext": _RESTRICTED_CONTAINER,
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
+    volumes = [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    if runtime.requirements_policy == "Install":
+        _install_environment(spec, package_index, fetch, server, volumes)
     # The API server drops empty maps and lists; rendering them would look like drift forever.
     resources = {k: v for k, v in spec.resources.to_wire().items() if v}
     if resources:
@@ -142,8 +150,60 @@ def _pod_spec(owner: Owner, spec: ModelDeploymentSpec, model: ResolvedModel, ima
         },
         "initContainers": [fetch],
         "containers": [server],
-        "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
+
+
+INDEX_CREDENTIAL_KEYS = {"MODELPILOT_INDEX_USERNAME": "username", "MODELPILOT_INDEX_PASSWORD": "password"}
+
+
+def _install_environment(spec: ModelDeploymentSpec, default_index: str | None, fetch: dict, server: dict,
+                         volumes: list[dict]) -> None:  # fmt: skip
+    """The Install requirements policy: the fetch step builds the environment on a volume of its own (the
+    shared cache when the spec names one), the server reads it; index credentials reach the fetch step only."""
+    index = spec.runtime.package_index
+    if index is not None:
+        fetch["args"] += ["--index-url", index.url, *(a for url in index.extra_urls for a in ("--extra-index-url", url))]
+        fetch["args"] += ["--installer", index.installer]
+        if index.credentials_secret:
+            fetch["env"] += [
+                {"name": name, "valueFrom": {"secretKeyRef": {"name": index.credentials_secret, "key": key, "optional": True}}}
+                for name, key in INDEX_CREDENTIAL_KEYS.items()
+            ]
+    elif default_index:
+        fetch["args"] += ["--index-url", default_index]
+    fetch["args"] += ["--environments", ENVIRONMENTS_DIR]
+    cache = spec.runtime.environment_cache
+    source = {"persistentVolumeClaim": {"claimName": cache.claim_name}} if cache else {"emptyDir": {}}
+    volumes.append({"name": "environments", **source})
+    mount = {"name": "environments", "mountPath": ENVIRONMENTS_DIR}
+    fetch["volumeMounts"].append(mount)
+    server["volumeMounts"].append({**mount, "readOnly": True})
+
+
+# The variable serving/request_log.py reads the request log sink's token from.
+REQUEST_LOG_TOKEN_ENV = "MODELPILOT_REQUEST_LOG_TOKEN"
+
+
+def request_logging_args(runtime: Runtime) -> list[str]:
+    """The model server's --log-requests-* flags, only when request logging is configured."""
+    config = runtime.request_logging
+    if config is None:
+        return []
+    args = ["--log-requests-fraction", str(config.fraction), "--log-requests-sink", config.sink,
+            "--log-requests-queue", str(config.queue_size)]  # fmt: skip
+    if config.redact:
+        args += ["--log-requests-redact", ",".join(config.redact)]
+    return args
+
+
+def request_logging_env(runtime: Runtime) -> list[dict]:
+    """The sink's token, from its Secret's `token` key by reference: never in the pod spec, nor an argument."""
+    config = runtime.request_logging
+    if config is None or not config.sink_credentials_secret:
+        return []
+    ref = {"secretKeyRef": {"name": config.sink_credentials_secret, "key": "token"}}
+    return [{"name": REQUEST_LOG_TOKEN_ENV, "valueFrom": ref}]
 
 
 def scrape_annotations(port: int) -> dict[str, str]:

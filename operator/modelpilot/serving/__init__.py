@@ -13,4 +13,6 @@ Entry points:
 # when what runs in a model's pod changes; every ModelDeployment on the default image then rolls to it.
 RUNTIME_VERSION = "0.1.0"
 MODEL_DIR = "/var/lib/modelpilot/model"
+# Where the Install requirements policy builds the model's environments (a volume of their own).
+ENVIRONMENTS_DIR = "/var/lib/modelpilot/envs"
 MANIFEST_FILE = ".modelpilot-manifest.json"

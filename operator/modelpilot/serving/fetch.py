@@ -16,7 +16,12 @@ model's requirements with this runtime, and write ``.modelpilot-manifest.json`` 
 Exit status 0 on success; otherwise one line on stderr (and in ``/dev/termination-log``, which
 Kubernetes shows in the pod status) and a code saying why:
 2 usage, 3 model or version not found, 4 credentials refused, 5 disk full, 6 requirements refused,
-7 verification failed, 1 anything else (registry unreachable, ...).
+7 verification failed, 8 the model's environment could not be installed (policy Install), 1 anything else
+(registry unreachable, ...).
+
+With ``--requirements-policy Install`` the requirements the runtime does not satisfy are installed into a
+virtual environment under ``--environments`` (see environments.py), recorded in the manifest, and the model
+server runs in it.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..registry import errors as registry_errors
-from . import MANIFEST_FILE, MODEL_DIR
+from . import ENVIRONMENTS_DIR, MANIFEST_FILE, MODEL_DIR, environments
 from .baseline import BASELINE_FILE, RUN_ARTIFACT_DIR
 from .requirements import Mismatch, check_requirements
 from .termination import write_termination_message
@@ -71,6 +76,10 @@ class RequirementsRefused(FetchError):
 
 class VerificationFailed(FetchError):
     exit_code = 7
+
+
+class InstallFailed(FetchError):
+    exit_code = 8
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ def fetch(
     policy: str = "Warn",
     tracking_uri: str | None = None,
     env: dict[str, str] | None = None,
+    install: Installation | None = None,
 ) -> dict[str, Any]:
     """Download, verify and check the model; returns the manifest written. Raises FetchError."""
     env = dict(os.environ) if env is None else env
@@ -156,7 +166,7 @@ def fetch(
         shutil.rmtree(staging, ignore_errors=True)  # a failed attempt leaves no partial download behind
     baseline = _fetch_baseline(dest, resolved.run_id)
     mismatches = check_requirements(dest)
-    _apply_policy(mismatches, policy)
+    environment = _apply_policy(mismatches, policy, dest, install or Installation(), env)
 
     manifest = {
         "model_uri": model_uri,
@@ -173,6 +183,7 @@ def fetch(
         "flavors": sorted(_flavors(dest)),
         "baseline": baseline,
         "requirements": {"policy": policy, "mismatches": [m.as_dict() for m in mismatches]},
+        "environment": environment,
     }
     with open(os.path.join(dest, MANIFEST_FILE), "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1)
@@ -387,19 +398,38 @@ def _flavors(dest: str) -> list[str]:
         return []
 
 
-def _apply_policy(mismatches: list[Mismatch], policy: str) -> None:
+@dataclass(frozen=True)
+class Installation:
+    """How the Install policy builds the model's environment: where, from which indexes, with what."""
+
+    root: str = ENVIRONMENTS_DIR
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    installer: str = "uv"
+
+
+def _apply_policy(mismatches: list[Mismatch], policy: str, dest: str, install: Installation,
+                  env: dict[str, str]) -> dict[str, Any] | None:  # fmt: skip
+    """Act on the requirements check; returns the environment built for the model (policy Install), if any."""
     if not mismatches:
         log.info("requirements: the runtime satisfies every recorded requirement of the model")
-        return
+        return None
     for mismatch in mismatches:
         log.warning("requirements mismatch: %s", mismatch)
     summary = "; ".join(str(m) for m in mismatches)
     if policy == "Refuse":
         raise RequirementsRefused(
             f"requirements mismatch (policy Refuse): {summary}. Use a runtime image that satisfies them, "
-            "or set the requirements policy to Warn"
+            "or set the requirements policy to Warn or Install"
         )
+    if policy == "Install":
+        indexes = environments.PackageIndexes.from_env(install.index_url, install.extra_index_urls, env)
+        try:
+            return environments.prepare(dest, mismatches, install.root, indexes, install.installer)
+        except environments.InstallError as exc:
+            raise InstallFailed(f"requirements policy Install: {exc}") from None
     log.warning("requirements policy is Warn: serving despite %d mismatch(es)", len(mismatches))
+    return None
 
 
 def _human(size: int) -> str:
@@ -418,7 +448,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m modelpilot.serving.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (or models:/<name>@<alias>)")
     parser.add_argument("--dest", default=MODEL_DIR, help=f"directory to download into (default {MODEL_DIR})")
-    parser.add_argument("--requirements-policy", choices=["Warn", "Refuse"], default="Warn")
+    parser.add_argument("--requirements-policy", choices=["Warn", "Refuse", "Install"], default="Warn")
+    parser.add_argument("--environments", default=ENVIRONMENTS_DIR, help="where policy Install builds environments")
+    parser.add_argument("--index-url", default=None, help="package index for policy Install (default: the installer's)")
+    parser.add_argument("--extra-index-url", action="append", default=[], help="another package index (repeatable)")
+    parser.add_argument("--installer", choices=list(environments.INSTALLERS), default="uv")
     parser.add_argument("--tracking-uri", default=None, help="overrides MLFLOW_TRACKING_URI")
     return parser.parse_args(argv)
 
@@ -430,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("mlflow", "urllib3", "httpx", "httpcore", "botocore", "azure"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        fetch(args.model_uri, args.dest, policy=args.requirements_policy, tracking_uri=args.tracking_uri)
+        install = Installation(args.environments, args.index_url, tuple(args.extra_index_url), args.installer)
+        fetch(args.model_uri, args.dest, policy=args.requirements_policy, tracking_uri=args.tracking_uri, install=install)
     except FetchError as exc:
         message = f"fetch failed: {exc}"
         print(message, file=sys.stderr, flush=True)

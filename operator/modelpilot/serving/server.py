@@ -42,8 +42,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
+from .environments import environment_python
 from .metrics import Identity, ServingMetrics
 from .open_inference import OpenInference, is_infer
+from .request_log import PROTOCOL_MLFLOW, RequestLog
+from .request_log import add_arguments as add_request_log_arguments
+from .request_log import check_arguments as check_request_log_arguments
+from .request_log import from_args as request_log_from_args
 from .termination import write_termination_message
 
 log = logging.getLogger("modelpilot.serving.server")
@@ -98,6 +103,7 @@ class ServingApp:
         drift: bool = True,
         stack_traces: bool = False,
         on_fatal: Callable[[], None] | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.metrics = metrics
@@ -106,6 +112,7 @@ class ServingApp:
         self.drift_enabled = drift
         self.stack_traces = stack_traces  # keep MLflow's stack_trace in error bodies (debug logging)
         self.on_fatal = on_fatal
+        self.request_log = request_log  # a sampled share of scoring requests, logged (serving/request_log.py)
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
         self.load_error: str | None = None
@@ -183,7 +190,7 @@ class ServingApp:
             send = self._signed(send)
             path = scope["path"]
             if path == "/invocations":
-                await self._scored(scope, receive, send)
+                await self._logged(scope, receive, send)
             elif path == "/health":
                 await _respond(send, 200, b'{"status": "alive"}\n')
             elif path == "/ready":
@@ -196,7 +203,7 @@ class ServingApp:
                 await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
             elif path == "/v2" or path.startswith("/v2/"):
                 if is_infer(path):
-                    await self._scored(scope, receive, send, protocol="v2")
+                    await self._logged(scope, receive, send, protocol="v2")
                 else:
                     await self.open_inference(scope, receive, send)
             elif self.scoring is not None:
@@ -219,6 +226,15 @@ class ServingApp:
 
         return send_signed
 
+    async def _logged(self, scope: Scope, receive: Receive, send: Send, protocol: str = PROTOCOL_MLFLOW) -> None:
+        """A scoring request (`_scored`); with request logging on, a sampled share is logged with its answer."""
+        if self.request_log is None:
+            await self._scored(scope, receive, send, protocol)
+        else:
+            await self.request_log.serve(
+                lambda scope, receive, send: self._scored(scope, receive, send, protocol), scope, receive, send, protocol
+            )
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -226,6 +242,8 @@ class ServingApp:
                 self.start_loading()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.request_log is not None:  # write what is queued, within a bound
+                    await asyncio.to_thread(self.request_log.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -436,6 +454,18 @@ def _manifest(model_dir: str) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
+def _enter_model_environment(model_dir: str, argv: list[str]) -> None:
+    """Run on in the environment the fetch step built for the model (requirements policy Install), if it
+    built one: this process becomes the environment's interpreter running the same server and arguments."""
+    python = environment_python(_manifest(model_dir))
+    if python is None or os.path.realpath(sys.prefix) == os.path.realpath(os.path.dirname(os.path.dirname(python))):
+        return
+    log.info("entering the model's environment %s", os.path.dirname(os.path.dirname(python)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(python, [python, "-m", "modelpilot.serving.server", *argv])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m modelpilot.serving.server", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=MODEL_DIR, help="directory holding the fetched model (MLmodel)")
@@ -457,7 +487,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
         help="debug also keeps MLflow's stack_trace (the server's files and code) in error bodies",
     )
+    add_request_log_arguments(parser)
     args = parser.parse_args(argv)
+    check_request_log_arguments(parser, args)
     if args.drift_window < 1 or args.drift_min_rows < 1:
         parser.error("--drift-window and --drift-min-rows must be positive")
     return args
@@ -468,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _enter_model_environment(args.model_dir, sys.argv[1:] if argv is None else argv)
     if args.timeout is not None:
         os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
     identity = serving_identity(args.model_dir)
@@ -479,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         drift_min_rows=args.drift_min_rows,
         drift=not args.no_drift,
         stack_traces=args.log_level == "debug",
+        request_log=request_log_from_args(args, metrics),
     )
     config = uvicorn.Config(
         app,
