@@ -103,6 +103,26 @@ class ServingMetrics:
             LABELS,
             registry=self.registry,
         )
+        # Request logging (serving/request_log.py): children only once it is turned on.
+        self.request_log_sampled = Counter(
+            "modelpilot_request_log_sampled",
+            "Scoring requests sampled for the request log: once handled, each is either written or dropped.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.request_log_written = Counter(
+            "modelpilot_request_log_written",
+            "Sampled scoring requests written, with their responses, to the request log's sink.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.request_log_dropped = Counter(
+            "modelpilot_request_log_dropped",
+            "Sampled scoring requests the request log dropped, by reason: queue_full (the sink is slow or down), "
+            "sink_error (the sink failed or refused a batch), record_error (a record could not be built).",
+            (*LABELS, "reason"),
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
         self._by_code: dict[tuple[str, int], object] = {}
         self._codes_lock = threading.Lock()
