@@ -49,7 +49,9 @@ DOCKERFILES = {"runtime": "operator/runtime.Dockerfile", "operator": "operator/D
 
 SUITE = "bookworm"
 VARIANT = "minbase"
-BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd")
+# libgomp1: the runtime image installs it when the base lacks it; here it comes with the base, so that the
+# build needs no Debian mirror.
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd", "libgomp1")
 # Mirrors may serve snapshots whose Release files are past their Valid-Until date.
 BASE_APT_OPTIONS = ('Acquire::Check-Valid-Until "false"',)
 # Documentation, manuals and translations are dead weight in an image.

@@ -222,6 +222,8 @@ def judge(*pods, dep=None) -> StartFailure | None:
         (5, "no room for the model in /var/lib/modelpilot/model: it needs 2.1 GiB, 512.0 MiB free", "FetchDiskFull"),
         (6, REFUSED, "RequirementsRefused"),
         (7, "downloaded model failed verification: model.pkl: listed 1024 bytes, found 512", "FetchVerificationFailed"),
+        (8, "requirements policy Install: could not resolve the model's requirements with uv: No solution found",
+         "RequirementsInstallFailed"),
         (1, "cannot reach the MLflow server at http://mlflow.mlflow:5000: connection refused", "FetchFailed"),
         (2, "--model-uri must be models:/<name>/<version>", "FetchFailed"),
     ],

@@ -24,6 +24,7 @@ FETCH_EXIT_REASONS = {
     5: "FetchDiskFull",
     6: "RequirementsRefused",
     7: "FetchVerificationFailed",
+    8: "RequirementsInstallFailed",
 }
 
 # Waiting reasons that no amount of waiting fixes. ErrImagePull and ImagePullBackOff alternate while the
