@@ -150,6 +150,7 @@ def test_values_land_in_the_operator_pod():
     assert zone["labelSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mp", "app.kubernetes.io/instance": "mp"}}
     assert host["labelSelector"] == {"matchLabels": {"team": "ml-platform"}}
     assert env["MODELPILOT_RUNTIME_IMAGE"]["value"] == "registry.example/mirror/modelpilot-runtime:0.1.0"
+    assert env["MODELPILOT_PACKAGE_INDEX"]["value"] == "https://pypi.corp.example/simple"
 
 
 def test_the_log_level_defaults_to_info():
