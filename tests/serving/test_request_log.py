@@ -281,3 +281,49 @@ def test_stdout_records_are_json_lines_in_the_servers_output(fetched_main: Fetch
         row = record["request"]["dataframe_split"]["data"][0]
         assert row[0] == REDACTED and row[1:] == registered.holdout.iloc[i].to_numpy().tolist()[1:]
         assert record["response"] == {"predictions": registered.holdout_predictions[i : i + 1]}
+
+
+def test_open_inference_requests_are_logged_with_named_tensors_redacted(
+    fetched_main: Fetched, registered: RegisteredModels, sink: Sink
+):
+    import numpy as np
+    import tritonclient.http as triton
+
+    server = start_server(
+        fetched_main, "--log-requests-fraction", "1", "--log-requests-sink", sink.url,
+        "--log-requests-redact", ",".join(REDACT),
+    )  # fmt: skip
+    rows = registered.holdout.iloc[:4]
+    try:
+        inputs = [{"name": c, "datatype": "FP64", "shape": [4], "data": rows[c].tolist()} for c in COLUMNS]
+        answer = server.client.post("/v2/models/serving-clf/infer", json={"id": "req-1", "inputs": inputs})
+        assert answer.status_code == 200, answer.text
+        # tritonclient's default: the binary tensor data extension (a JSON part, then raw tensors).
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=60)
+        try:
+            tensors = []
+            for column in COLUMNS:
+                tensor = triton.InferInput(column, [4, 1], "FP64")
+                tensor.set_data_from_numpy(rows[column].to_numpy(dtype=np.float64).reshape(-1, 1), binary_data=True)
+                tensors.append(tensor)
+            binary = client.infer("serving-clf", tensors)
+        finally:
+            client.close()
+        assert binary.as_numpy(binary.get_response()["outputs"][0]["name"]).ravel().tolist() == registered.holdout_predictions[:4]
+        sampled, written, dropped = accounted(server)
+    finally:
+        server.stop()
+    assert (sampled, written, dropped) == (2, 2, 0)
+    json_record, binary_record = sink.snapshot()
+    for record in (json_record, binary_record):
+        assert (record["protocol"], record["path"], record["status"]) == ("v2", "/v2/models/serving-clf/infer", 200)
+        assert (record["model_version"], record["track"]) == ("1", "canary")
+    logged = {tensor["name"]: tensor for tensor in json_record["request"]["inputs"]}
+    for column in COLUMNS:
+        assert logged[column]["data"] == (REDACTED if column in REDACT else rows[column].tolist())
+    assert json_record["request"]["id"] == "req-1"
+    assert json_record["response"] == answer.json()
+    # Binary tensor data is never logged; its JSON part is, with each tensor's size.
+    assert [t["name"] for t in binary_record["request"]["inputs"]] == COLUMNS
+    assert all("data" not in tensor for tensor in binary_record["request"]["inputs"])
+    assert binary_record["request_omitted"] == f"{5 * 4 * 8} bytes of binary tensor data are not logged"

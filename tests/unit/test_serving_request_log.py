@@ -162,6 +162,18 @@ def test_bodies_that_are_not_json(body, content_type, fields, expected):
     assert {key: value for key, value in record.items() if key.startswith("request")} == expected
 
 
+def test_binary_tensor_data_is_left_out_and_the_json_part_logged_redacted():
+    header = json.dumps({"inputs": [
+        {"name": "email", "datatype": "BYTES", "shape": [1], "data": ["a@x"]},
+        {"name": "age", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": 8}},
+    ]}).encode()  # fmt: skip
+    binary = exchange(header + bytes(8), "application/octet-stream", protocol=rl.PROTOCOL_V2, request_json_length=len(header))
+    record = rl.build_record(binary, IDENTITY, FIELDS)
+    assert record["request"]["inputs"][0]["data"] == REDACTED
+    assert record["request"]["inputs"][1]["parameters"] == {"binary_data_size": 8}
+    assert (record["request_format"], record["request_omitted"]) == ("json", "8 bytes of binary tensor data are not logged")
+
+
 def test_offer_leaves_out_bodies_above_the_limit():
     sink = ListSink()
     log = started_log(sink, max_body=10)

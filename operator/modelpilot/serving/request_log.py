@@ -67,6 +67,9 @@ DROPPED_SINK_ERROR = "sink_error"
 DROPPED_RECORD_ERROR = "record_error"
 DROP_REASONS = (DROPPED_QUEUE_FULL, DROPPED_SINK_ERROR, DROPPED_RECORD_ERROR)
 
+# Triton's binary tensor data extension of the Open Inference Protocol: a body is a JSON part of this many
+# bytes followed by raw tensor data.
+BINARY_HEADER = b"inference-header-content-length"
 CLIENT_CLOSED_REQUEST = 499  # as the server counts a client that left before its answer
 _FAILURE_LOG_SECONDS = 60.0  # a failing sink is reported at most this often
 _URL_USERINFO = re.compile(r"^[a-zA-Z][-+.a-zA-Z0-9]*://[^/?#]*@")
@@ -348,6 +351,8 @@ class Exchange:
     response_body: bytes | Sequence[bytes] | None
     request_omitted: str | None = None
     response_omitted: str | None = None
+    request_json_length: int | None = None  # the binary tensor data extension's JSON part, in bytes
+    response_json_length: int | None = None
 
 
 def build_record(exchange: Exchange, identity: Any, fields: frozenset[str]) -> dict[str, Any]:
@@ -369,13 +374,13 @@ def build_record(exchange: Exchange, identity: Any, fields: frozenset[str]) -> d
     record.update(
         _body_fields(
             "request", exchange.request_body, exchange.request_omitted, exchange.request_type, fields,
-            lambda value: redact_request(value, fields, protocol),
+            lambda value: redact_request(value, fields, protocol), exchange.request_json_length,
         )
     )  # fmt: skip
     record.update(
         _body_fields(
             "response", exchange.response_body, exchange.response_omitted, exchange.response_type, fields,
-            lambda value: redact_response(value, fields, protocol),
+            lambda value: redact_response(value, fields, protocol), exchange.response_json_length,
         )
     )  # fmt: skip
     return record
@@ -388,19 +393,27 @@ def _body_fields(
     content_type: str,
     fields: frozenset[str],
     redact: Callable[[Any], Any],
+    json_length: int | None = None,
 ) -> dict[str, Any]:
     """``{side: value, side_format: ...}``, or ``{side: None, side_omitted: why}``; ``{side: None}`` if empty.
 
     JSON bodies are logged parsed (``json``), CSV as text (``csv``), other text as text (``text``) when no
     field is redacted. What cannot be redacted for sure (a body that does not parse while fields are
     redacted, other content types then) and binary bodies such as parquet are left out, and the record
-    says why.
+    says why. A body of the binary tensor data extension (`json_length` bytes of JSON, then raw tensor
+    data) is logged as its JSON part; the tensor data is left out, and ``side_omitted`` says so.
     """
     if omitted is not None:
         return {side: None, f"{side}_omitted": omitted}
     data = body if isinstance(body, (bytes, bytearray)) or body is None else b"".join(body)
     if not data:
         return {side: None}
+    if json_length is not None and 0 <= json_length <= len(data):
+        binary = len(data) - json_length
+        logged = _body_fields(side, data[:json_length], None, "application/json", fields, redact)
+        if binary and logged.get(side) is not None:
+            logged[f"{side}_omitted"] = f"{binary} bytes of binary tensor data are not logged"
+        return logged
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
@@ -601,6 +614,8 @@ class RequestLog:
         timestamp: float | None = None,
         request_omitted: str | None = None,
         response_omitted: str | None = None,
+        request_json_length: int | None = None,
+        response_json_length: int | None = None,
     ) -> bool:
         """Queue one sampled exchange for the writer; never blocks, never raises for a full queue.
 
@@ -625,6 +640,8 @@ class RequestLog:
             response_body=response_body,
             request_omitted=request_omitted,
             response_omitted=response_omitted,
+            request_json_length=request_json_length,
+            response_json_length=response_json_length,
         )
         return self._put(exchange)
 
@@ -743,7 +760,7 @@ class _Capture:
 
     __slots__ = (
         "_receive", "_send", "_limit", "_started", "_timestamp", "request", "request_size", "response",
-        "response_size", "response_type", "status", "complete", "client_left",
+        "response_size", "response_type", "response_json_length", "status", "complete", "client_left",
     )  # fmt: skip
 
     def __init__(self, receive: Receive, send: Send, limit: int) -> None:
@@ -757,6 +774,7 @@ class _Capture:
         self.response: list[bytes] | None = []
         self.response_size = 0
         self.response_type = ""
+        self.response_json_length: int | None = None
         self.status = 500  # what the server answers if the handler never starts a response
         self.complete = False
         self.client_left = False
@@ -781,8 +799,11 @@ class _Capture:
         if kind == "http.response.start":
             self.status = message["status"]
             for name, value in message.get("headers", ()):
-                if name.lower() == b"content-type":
+                name = name.lower()
+                if name == b"content-type":
                     self.response_type = value.decode("latin-1")
+                elif name == BINARY_HEADER:
+                    self.response_json_length = _length(value)
         elif kind == "http.response.body":
             chunk = message.get("body", b"")
             if chunk and self.response is not None:
@@ -800,10 +821,12 @@ class _Capture:
             raise
 
     def exchange(self, scope: Scope, protocol: str) -> Exchange:
-        request_type = ""
+        request_type, request_json_length = "", None
         for name, value in scope.get("headers", ()):
             if name == b"content-type":
                 request_type = value.decode("latin-1")
+            elif name == BINARY_HEADER:
+                request_json_length = _length(value)
         limit = self._limit
         return Exchange(
             timestamp=self._timestamp,
@@ -818,7 +841,16 @@ class _Capture:
             response_body=self.response,
             request_omitted=_too_large(limit) if self.request is None else None,
             response_omitted=_too_large(limit) if self.response is None else None,
+            request_json_length=request_json_length,
+            response_json_length=self.response_json_length,
         )
+
+
+def _length(value: bytes) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _size(body: bytes | Sequence[bytes]) -> int:
