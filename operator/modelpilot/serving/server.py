@@ -18,7 +18,9 @@
 - answers JSON nested too deeply for MLflow's parser 400, and leaves MLflow's ``stack_trace`` (the
   server's files and code) out of error bodies unless logging is at debug level;
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
-  the drift monitor.
+  the drift monitor;
+- when asked (``--log-requests-fraction``), logs a sampled share of scoring requests with their answers
+  (``request_log``).
 
 One process, one uvicorn worker, like ``mlflow models serve``'s default: scale with replicas, which keeps
 metrics and drift windows per pod without Prometheus multiprocess files.
