@@ -212,7 +212,7 @@ def silent_sink() -> Iterator[str]:
 def test_a_sink_that_never_answers_neither_slows_nor_fails_scoring(
     fetched_main: Fetched, registered: RegisteredModels, silent_sink: str
 ):
-    queue, timeout, requests = 20, 60, 200
+    queue, timeout, requests = 20, 600, 200  # the writer stays on its first batch for the whole test
     server = start_server(
         fetched_main, "--log-requests-fraction", "1", "--log-requests-sink", silent_sink,
         "--log-requests-queue", str(queue), "--log-requests-timeout", str(timeout),
