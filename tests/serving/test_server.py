@@ -94,7 +94,7 @@ def test_metrics_move_with_traffic_and_errors(main_server: ServerProcess, regist
     # Probes and scrapes are not scoring traffic.
     main_server.client.get("/ready")
     assert value(samples(main_server), "modelpilot_request_duration_seconds_count", protocol="mlflow") == value(
-        after, "modelpilot_request_duration_seconds_count"
+        after, "modelpilot_request_duration_seconds_count", protocol="mlflow"
     )
 
 
