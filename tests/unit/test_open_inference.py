@@ -305,6 +305,12 @@ def test_predictions_encode_as_typed_tensors():
     assert (listed["datatype"], listed["data"]) == ("INT64", [3, 4])
     (objects,) = oi.encode_outputs(pd.Series([1, 2], dtype=object))
     assert (objects["datatype"], objects["data"]) == ("INT64", [1, 2])
+    # What is not one rectangular array is text: each element as JSON.
+    (ragged,) = oi.encode_outputs([[1, 2], [3]])
+    assert ragged == {"name": "output-0", "datatype": "BYTES", "shape": [2], "data": ["[1, 2]", "[3]"]}
+    (records,) = oi.encode_outputs([{"label": "a"}, {"label": "b"}])
+    assert records["datatype"] == "BYTES"
+    assert [json.loads(x) for x in records["data"]] == [{"label": "a"}, {"label": "b"}]
 
 
 def test_a_single_output_is_named_as_the_signature_names_it():

@@ -454,11 +454,20 @@ def encode_outputs(prediction: Any, io: ModelIO | None = None) -> list[dict[str,
 
 
 def output_tensor(name: str, value: Any) -> dict[str, Any]:
-    """One response output: name, datatype, shape and flat row-major data."""
-    array = np.asarray(value)
+    """One response output: name, datatype, shape and flat row-major data. Values that are not one
+    rectangular array (lists of different lengths, dicts) are BYTES, one JSON text per element."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        items = list(value)
+        array = np.empty(len(items), dtype=object)
+        array[:] = items
     if array.dtype.kind == "O" and array.size:
         # Objects that are all numbers or booleans (a pandas object column, a list of ints) stay typed.
-        typed = np.asarray(array.tolist())
+        try:
+            typed = np.asarray(array.tolist())
+        except ValueError:  # ragged
+            typed = array
         if typed.dtype.kind in "biuf" and typed.shape == array.shape:
             array = typed
     datatype = numpy_datatype(array.dtype)
@@ -473,6 +482,8 @@ def output_tensor(name: str, value: Any) -> dict[str, Any]:
 def _text(item: Any) -> str:
     if isinstance(item, bytes):
         return item.decode("utf-8", errors="replace")
+    if isinstance(item, (list, tuple, dict)):
+        return json.dumps(item, default=str)
     return str(item)
 
 
@@ -634,7 +645,14 @@ class OpenInference:
         data = model_input(io, request.inputs)
         params = model_params(io, request.parameters)
         prediction = _predict(model, data, params)
-        outputs = select_outputs(encode_outputs(prediction, io), request.outputs)
+        try:
+            encoded = encode_outputs(prediction, io)
+        except Exception as exc:
+            log.debug("v2 infer: cannot encode the prediction", exc_info=True)
+            raise ProtocolError(
+                f"the prediction ({type(prediction).__name__}) cannot be encoded as tensors: {exc}", 500
+            ) from None
+        outputs = select_outputs(encoded, request.outputs)
         return json.dumps(infer_response(self.name, self.version, request, outputs)).encode()
 
 
