@@ -74,7 +74,7 @@ _REGISTER = textwrap.dedent(
     result = {}
     frame = pd.DataFrame(rows, columns=columns)
     for flavour, info in logged.items():
-        name, version = info.registered_model_name, str(info.registered_model_version)
+        name, version = f"flavour-{flavour}", str(info.registered_model_version)
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         result[flavour] = {"name": name, "version": version,
                            "predictions": np.asarray(loaded.predict(frame)).tolist()}
