@@ -1,6 +1,6 @@
 """Any MLflow model on the real node, without building an image: XGBoost, LightGBM and a custom pyfunc
 (code_paths and a package only a private index has) served by the scikit-learn runtime under the
-requirements policy Install. The pods install what each model needs from a package index behind basic
+requirements policy Install, beside a scikit-learn model the runtime serves as it is. The pods install what each model needs from a package index behind basic
 auth (credentials from a Secret), into environments on a shared volume; each model answers through its
 Service, in MLflow's protocol and in the Open Inference Protocol (a Triton client), what it predicts
 in-process. A second pod of the same version installs nothing: it finds the environment built."""
@@ -26,7 +26,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
-FLAVOURS = ("xgboost", "lightgbm", "pyfunc")
+FLAVOURS = ("sklearn", "xgboost", "lightgbm", "pyfunc")
 INDEX_USER, INDEX_PASSWORD = "mirror-reader", "node-index-pw-5Rk"
 
 
@@ -82,7 +82,7 @@ def deployed(kubectl, operator, images, flavours, index, environments_claim, pod
         model = flavours[flavour]
         apply_model(kubectl, ns, flavour, pod_mlflow_uri, {"name": model["name"], "version": model["version"]}, runtime=runtime)
     for flavour in FLAVOURS:
-        wait_status(kubectl, operator, ns, flavour, serving(flavours[flavour]["version"]), f"{flavour} Ready", timeout=600)
+        wait_status(kubectl, operator, ns, flavour, serving(flavours[flavour]["version"]), f"{flavour} Ready", timeout=300)
     return ns
 
 
@@ -120,6 +120,9 @@ def test_each_flavour_answers_through_its_service_what_it_predicts_in_process(ku
 
     pod = pods_of(kubectl, ns, flavour)[0]["metadata"]["name"]
     environment = manifest(kubectl, ns, pod)["environment"]
+    if flavour == "sklearn":
+        assert environment is None  # the runtime satisfies it: nothing to build
+        return
     log = kubectl("logs", pod, "-n", ns, "-c", "fetch-model", check=True).stdout
     assert INDEX_PASSWORD not in log and INDEX_PASSWORD not in json.dumps(environment)
     print(f"\n{flavour}: installed {', '.join(environment['installed'])} in {environment['seconds']:.1f} s"
@@ -150,3 +153,27 @@ def test_a_second_pod_of_the_same_version_installs_nothing(kubectl, operator, de
     answer = httpx.post(f"http://{cluster_ip(kubectl, ns, 'xgboost-stable')}/invocations",
                         json={"dataframe_split": {"columns": COLUMNS, "data": ROWS}}, timeout=30)  # fmt: skip
     assert answer.status_code == 200 and np.allclose(answer.json()["predictions"], flavours["xgboost"]["predictions"])
+
+
+
+def test_an_install_the_index_refuses_is_reported_with_its_reason_and_no_secret(
+    kubectl, operator, deployed, flavours, index, host_address, pod_mlflow_uri
+):
+    ns = deployed
+    kubectl("create", "secret", "generic", "wrong-index-creds", "-n", ns,
+            f"--from-literal=username={INDEX_USER}", "--from-literal=password=wrong-pw-Qx8", check=True)  # fmt: skip
+    runtime = {
+        "requirementsPolicy": "Install",
+        "packageIndex": {"url": index.url_for(host_address), "credentialsSecret": "wrong-index-creds", "installer": "pip"},
+    }
+    model = flavours["lightgbm"]
+    apply_model(kubectl, ns, "refused", pod_mlflow_uri, {"name": model["name"], "version": model["version"]}, runtime=runtime)
+    status = wait_status(kubectl, operator, ns, "refused", lambda st: st.get("phase") == "Failed", "refused Failed")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "RequirementsInstallFailed"
+    assert "fetch-model exited 8: fetch failed: requirements policy Install: could not" in status["message"]
+    events = get(kubectl, "events", "-n", ns, "--field-selector", "involvedObject.name=refused")["items"]
+    assert any(e["reason"] == "RequirementsInstallFailed" and e["type"] == "Warning" for e in events)
+    for text in (json.dumps(status), json.dumps(events)):
+        assert "wrong-pw-Qx8" not in text and INDEX_PASSWORD not in text
+    kubectl("delete", "mdep", "refused", "-n", ns, "--wait=false")

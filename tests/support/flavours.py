@@ -1,7 +1,7 @@
 """Models of several MLflow flavours, logged and registered in the tests' MLflow server, and the wheels a
 package index needs to serve them to a runtime that has only scikit-learn.
 
-    models = register_flavours(mlflow, private_wheel_dir)   # {"xgboost": {...}, "lightgbm": {...}, "pyfunc": {...}}
+    models = register_flavours(mlflow, work_dir)   # {"sklearn": {...}, "xgboost": {...}, "lightgbm": ..., "pyfunc": ...}
     wheels = flavour_wheels()                                # a folder of wheels, downloaded once and cached
 
 Each entry holds the registered name and version and what the model predicts in-process for ROWS (loaded
@@ -35,6 +35,9 @@ _REGISTER = textwrap.dedent(
     """
     import json, os, sys
     import lightgbm, mlflow, numpy as np, pandas as pd, xgboost
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
     from importlib import metadata
     from mlflow.models import infer_signature
 
@@ -44,6 +47,13 @@ _REGISTER = textwrap.dedent(
     y = ((X["f0"] + 0.5 * X["f1"] - X["f3"]) > 0).astype(int)
     signature = infer_signature(X, y)
     logged = {}
+
+    with mlflow.start_run():
+        model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+        logged["sklearn"] = mlflow.sklearn.log_model(
+            model, name="model", signature=signature, registered_model_name="flavour-sklearn",
+            # Explicit: inferred ones would list whatever this process imported (pytest, say).
+            pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "skops", "numpy", "pandas")])
 
     with mlflow.start_run():
         model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(X, y)
@@ -84,7 +94,8 @@ _REGISTER = textwrap.dedent(
 
 
 def register_flavours(server: MlflowServer, work: Path) -> dict[str, dict]:
-    """Register an XGBoost, a LightGBM and a custom pyfunc model (with code_paths and a private package)."""
+    """Register a scikit-learn, an XGBoost, a LightGBM and a custom pyfunc model (with code_paths and a
+    private package)."""
     code = work / "code" / "rules_lib"
     code.mkdir(parents=True, exist_ok=True)
     (code / "__init__.py").write_text("def score(row):\n    return round(row.f0 * 2 - row.f2, 6)\n")

@@ -34,15 +34,18 @@ def wait_status(kubectl, operator, namespace: str, name: str, accept, what: str,
     """Poll the ModelDeployment's status until `accept(status)`; on timeout the failure shows the pods and
     the operator's log."""
 
+    seen: dict = {}
+
     def probe():
-        status = get(kubectl, "mdep", name, "-n", namespace).get("status", {})
-        return status if accept(status) else None
+        seen["status"] = get(kubectl, "mdep", name, "-n", namespace).get("status", {})
+        return seen["status"] if accept(seen["status"]) else None
 
     try:
         return wait_for(probe, what, timeout=timeout, interval=0.5)
     except AssertionError as exc:
         pods = kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
-        raise AssertionError(f"{exc}\npods:\n{pods}\noperator log:\n{operator.tail(40)}") from None
+        last = {k: seen.get("status", {}).get(k) for k in ("phase", "message")}
+        raise AssertionError(f"{exc}\nstatus: {last}\npods:\n{pods}\noperator log:\n{operator.tail(40)}") from None
 
 
 def serving(version: str):
