@@ -9,7 +9,6 @@ import json
 import threading
 import warnings
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.http._utils import _get_inference_request
 
 from modelpilot.serving import open_inference as oi
-from modelpilot.serving.metrics import Identity, ServingMetrics
+from modelpilot.serving.metrics import Identity
 from modelpilot.serving.server import ServingApp
+from tests.unit.asgi import call, serving_app
 
 
 def tensor(name="x", datatype="FP64", shape=(2,), data=(1.0, 2.0), **extra) -> dict:
@@ -358,12 +358,7 @@ def frame_request(frame: pd.DataFrame, **extra) -> dict:
 
 @pytest.fixture
 def app() -> ServingApp:
-    return ServingApp("/nonexistent", ServingMetrics(Identity("fraud", "7", "canary", model_name="fraud-detector")))
-
-
-async def call(app: ServingApp, method: str, path: str, **kwargs) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        return await client.request(method, path, **kwargs)
+    return serving_app()
 
 
 def counter(text: str, name: str, **labels: str) -> float:

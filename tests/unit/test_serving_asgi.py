@@ -12,21 +12,18 @@ import json
 
 import httpx
 import pytest
-from modelpilot.serving.metrics import Identity, ServingMetrics
+from modelpilot.serving.metrics import Identity
 from modelpilot.serving import MANIFEST_FILE
 from modelpilot.serving.server import ServingApp, identity_headers, serving_identity
 from mlflow.models import Model
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.asgi import call, read_body, serving_app
+
 
 async def scoring_app(scope, receive, send):
     if scope["path"] == "/invocations":
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         if body == b"slow":
             await asyncio.sleep(5)
         status = 200 if body != b"bad" else 400
@@ -46,12 +43,7 @@ def counter(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def app() -> ServingApp:
-    return ServingApp("/nonexistent", ServingMetrics(Identity("fraud", "7", "canary", model_name="fraud-detector")))
-
-
-async def call(app: ServingApp, method: str, path: str, **kwargs) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        return await client.request(method, path, **kwargs)
+    return serving_app()
 
 
 def test_probes_before_and_after_load(app):

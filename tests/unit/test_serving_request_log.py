@@ -19,6 +19,7 @@ from modelpilot.serving import request_log as rl
 from modelpilot.serving.metrics import Identity, ServingMetrics
 from modelpilot.serving.request_log import REDACTED, Exchange, RequestLog, RequestLogConfig, redact_request, redact_response
 from modelpilot.serving.server import ServingApp, parse_args
+from tests.unit.asgi import read_body
 
 FIELDS = frozenset({"email", "ssn"})
 IDENTITY = Identity("fraud", "7", "canary", model_name="fraud-detector")
@@ -403,12 +404,7 @@ async def echo_scoring(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     rows = json.loads(body)["dataframe_records"] if body != b"bad" else None
     status = 200 if rows is not None else 400
     answer = {"predictions": [{"label": 1, "email": row["email"]} for row in rows]} if rows else {"error_code": "BAD_REQUEST"}
