@@ -1,4 +1,4 @@
-"""Request logging (serving/request_log.py): redaction of every input format, records, sinks, the bounded
+"""Request logging (serving/request_log/): redaction of every input format, records, sinks, the bounded
 queue, and the hook in the server's ASGI layer. The real server process is exercised in
 tests/serving/test_request_log.py."""
 
@@ -15,9 +15,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from modelpilot.serving import request_log as rl
 from modelpilot.serving.metrics import Identity, ServingMetrics
-from modelpilot.serving.request_log import REDACTED, Exchange, RequestLog, RequestLogConfig, redact_request, redact_response
+from modelpilot.serving.request_log.config import RequestLogConfig, config_from_args
+from modelpilot.serving.request_log.log import RequestLog, sampled
+from modelpilot.serving.request_log.records import Exchange, build_record, encode_record
+from modelpilot.serving.request_log.redaction import PROTOCOL_MLFLOW, PROTOCOL_V2, REDACTED, redact_csv, redact_request, redact_response
+from modelpilot.serving.request_log.sinks import HttpSink, SinkError, StdoutSink, check_sink, shown_sink
 from modelpilot.serving.server import ServingApp, parse_args
 from tests.unit.asgi import read_body
 
@@ -28,7 +31,7 @@ IDENTITY = Identity("fraud", "7", "canary", model_name="fraud-detector")
 # -- redaction: every format ---------------------------------------------------------------------
 
 
-def redacted_request(body, protocol=rl.PROTOCOL_MLFLOW):
+def redacted_request(body, protocol=PROTOCOL_MLFLOW):
     before = copy.deepcopy(body)
     out = redact_request(body, FIELDS, protocol)
     assert body == before  # pure: the caller's body is untouched
@@ -79,12 +82,12 @@ def test_open_inference_tensors_are_redacted_by_name():
         ],
         "outputs": [{"name": "score"}],
     }
-    out = redacted_request(request, rl.PROTOCOL_V2)
+    out = redacted_request(request, PROTOCOL_V2)
     assert out["inputs"][0] == request["inputs"][0]
     assert out["inputs"][1] == {"name": "email", "shape": [2, 1], "datatype": "BYTES", "data": REDACTED}
     assert out["outputs"] == [{"name": "score"}] and out["id"] == "r1"
     response = {"model_name": "m", "outputs": [{"name": "ssn", "shape": [1], "datatype": "BYTES", "data": ["1"]}]}
-    assert redact_response(response, FIELDS, rl.PROTOCOL_V2)["outputs"][0]["data"] == REDACTED
+    assert redact_response(response, FIELDS, PROTOCOL_V2)["outputs"][0]["data"] == REDACTED
 
 
 def test_responses_are_redacted_in_every_shape_of_predictions():
@@ -108,10 +111,10 @@ def test_top_level_keys_and_bare_records_are_redacted_and_no_fields_change_nothi
 
 
 def test_csv_is_redacted_by_its_header_and_unparseable_csv_is_refused():
-    assert rl.redact_csv("age,email\n31,a@x\n42,\"b,y\"\n", FIELDS) == f"age,email\n31,{REDACTED}\n42,{REDACTED}\n"
-    assert rl.redact_csv("age\n1\n", FIELDS) == "age\n1\n"
+    assert redact_csv("age,email\n31,a@x\n42,\"b,y\"\n", FIELDS) == f"age,email\n31,{REDACTED}\n42,{REDACTED}\n"
+    assert redact_csv("age\n1\n", FIELDS) == "age\n1\n"
     with pytest.raises(ValueError):
-        rl.redact_csv('age,email\n"1', FIELDS)
+        redact_csv('age,email\n"1', FIELDS)
 
 
 # -- records -------------------------------------------------------------------------------------
@@ -119,7 +122,7 @@ def test_csv_is_redacted_by_its_header_and_unparseable_csv_is_refused():
 
 def exchange(request: bytes | list[bytes] | None, request_type="application/json", **kw) -> Exchange:
     values = dict(
-        timestamp=1_800_000_000.25, protocol=rl.PROTOCOL_MLFLOW, method="POST", path="/invocations", status=200,
+        timestamp=1_800_000_000.25, protocol=PROTOCOL_MLFLOW, method="POST", path="/invocations", status=200,
         latency=0.0123456789, request_type=request_type, request_body=request, response_type="application/json",
         response_body=b'{"predictions": [1]}',
     )  # fmt: skip
@@ -129,7 +132,7 @@ def exchange(request: bytes | list[bytes] | None, request_type="application/json
 
 def test_a_record_names_who_answered_how_and_when():
     body = [b'{"dataframe_records": [{"age": 1, ', b'"email": "a@x"}]}']  # chunks, as received
-    record = rl.build_record(exchange(body), IDENTITY, FIELDS)
+    record = build_record(exchange(body), IDENTITY, FIELDS)
     assert record["timestamp"] == "2027-01-15T08:00:00.250000Z"
     assert (record["deployment"], record["model_name"], record["model_version"], record["track"]) == (
         "fraud", "fraud-detector", "7", "canary",
@@ -140,7 +143,7 @@ def test_a_record_names_who_answered_how_and_when():
     assert record["request_format"] == record["response_format"] == "json"
     assert record["response"] == {"predictions": [1]}
     assert len(record["id"]) == 32
-    line = rl.encode_record(record)
+    line = encode_record(record)
     assert line.endswith(b"\n") and line.count(b"\n") == 1 and json.loads(line) == record
 
 
@@ -159,7 +162,7 @@ def test_a_record_names_who_answered_how_and_when():
     ],
 )
 def test_bodies_that_are_not_json(body, content_type, fields, expected):
-    record = rl.build_record(exchange(body, content_type), IDENTITY, fields)
+    record = build_record(exchange(body, content_type), IDENTITY, fields)
     assert {key: value for key, value in record.items() if key.startswith("request")} == expected
 
 
@@ -168,8 +171,8 @@ def test_binary_tensor_data_is_left_out_and_the_json_part_logged_redacted():
         {"name": "email", "datatype": "BYTES", "shape": [1], "data": ["a@x"]},
         {"name": "age", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": 8}},
     ]}).encode()  # fmt: skip
-    binary = exchange(header + bytes(8), "application/octet-stream", protocol=rl.PROTOCOL_V2, request_json_length=len(header))
-    record = rl.build_record(binary, IDENTITY, FIELDS)
+    binary = exchange(header + bytes(8), "application/octet-stream", protocol=PROTOCOL_V2, request_json_length=len(header))
+    record = build_record(binary, IDENTITY, FIELDS)
     assert record["request"]["inputs"][0]["data"] == REDACTED
     assert record["request"]["inputs"][1]["parameters"] == {"binary_data_size": 8}
     assert (record["request_format"], record["request_omitted"]) == ("json", "8 bytes of binary tensor data are not logged")
@@ -190,9 +193,9 @@ def test_offer_leaves_out_bodies_above_the_limit():
 
 def test_sampling_is_a_single_draw_against_the_fraction():
     draws = iter([0.1, 0.6, 0.49999, 0.5])
-    assert [rl.sampled(0.5, lambda: next(draws)) for _ in range(4)] == [True, False, True, False]
+    assert [sampled(0.5, lambda: next(draws)) for _ in range(4)] == [True, False, True, False]
     never = lambda: pytest.fail("no draw is needed at 0 or 1")  # noqa: E731
-    assert rl.sampled(1.0, never) is True and rl.sampled(0.0, never) is False
+    assert sampled(1.0, never) is True and sampled(0.0, never) is False
 
 
 # -- the bounded queue -----------------------------------------------------------------------------
@@ -342,7 +345,7 @@ def collector() -> Iterator[Collector]:
 
 
 def test_http_sink_posts_json_lines_with_the_bearer_token_on_one_connection(collector):
-    sink = rl.HttpSink(f"{collector.url}/ingest?stream=fraud", token="t0ken", timeout=5)
+    sink = HttpSink(f"{collector.url}/ingest?stream=fraud", token="t0ken", timeout=5)
     sink.write([b'{"a":1}\n', b'{"a":2}\n'])
     sink.write([b'{"a":3}\n'])
     sink.close()
@@ -354,10 +357,10 @@ def test_http_sink_posts_json_lines_with_the_bearer_token_on_one_connection(coll
 
 
 def test_http_sink_raises_on_an_error_answer_and_follows_no_redirect(collector):
-    sink = rl.HttpSink(collector.url, token="t0ken", timeout=5)
+    sink = HttpSink(collector.url, token="t0ken", timeout=5)
     for answer in (500, 401, 302):
         collector.answer = answer
-        with pytest.raises(rl.SinkError, match=f"HTTP {answer}") as caught:
+        with pytest.raises(SinkError, match=f"HTTP {answer}") as caught:
             sink.write([b"{}\n"])
         assert "t0ken" not in str(caught.value)
     assert len(collector.posts) == 3
@@ -366,10 +369,10 @@ def test_http_sink_raises_on_an_error_answer_and_follows_no_redirect(collector):
 def test_sink_urls_with_credentials_or_another_scheme_are_refused_without_echoing_them():
     for bad in ("https://user:pa55@logs/x", "http://pa55@logs", "ftp://logs/x", "logs:9000", "https://"):
         with pytest.raises(ValueError) as caught:
-            rl.check_sink(bad)
+            check_sink(bad)
         assert "pa55" not in str(caught.value)
-    assert rl.check_sink("stdout") == "stdout"
-    assert rl.shown_sink("https://logs:8443/in?key=k3y#x") == "https://logs:8443/in"
+    assert check_sink("stdout") == "stdout"
+    assert shown_sink("https://logs:8443/in?key=k3y#x") == "https://logs:8443/in"
 
 
 def test_config_bounds():
@@ -379,10 +382,10 @@ def test_config_bounds():
 
 
 def test_server_flags_are_off_by_default_and_checked(capsys):
-    assert rl.config_from_args(parse_args([])) is None
+    assert config_from_args(parse_args([])) is None
     args = parse_args(["--log-requests-fraction", "0.25", "--log-requests-sink", "https://logs/in",
                        "--log-requests-redact", " email, ssn ,,", "--log-requests-queue", "50"])  # fmt: skip
-    config = rl.config_from_args(args)
+    config = config_from_args(args)
     assert (config.fraction, config.sink, config.redact, config.queue_size) == (0.25, "https://logs/in", FIELDS, 50)
     for argv in (["--log-requests-fraction", "2"], ["--log-requests-fraction", "1", "--log-requests-sink", "https://u:pa55@l"]):
         with pytest.raises(SystemExit):
@@ -391,7 +394,7 @@ def test_server_flags_are_off_by_default_and_checked(capsys):
 
 
 def test_stdout_sink_writes_each_batch_as_lines(capfd):
-    rl.StdoutSink().write([b'{"a":1}\n', b'{"a":2}\n'])
+    StdoutSink().write([b'{"a":1}\n', b'{"a":2}\n'])
     assert capfd.readouterr().out == '{"a":1}\n{"a":2}\n'
 
 

@@ -181,7 +181,7 @@ def _install_environment(spec: ModelDeploymentSpec, default_index: str | None, f
     server["volumeMounts"].append({**mount, "readOnly": True})
 
 
-# The variable serving/request_log.py reads the request log sink's token from.
+# The variable the request log reads its sink's token from (TOKEN_ENV in serving/request_log/sinks.py).
 REQUEST_LOG_TOKEN_ENV = "MODELPILOT_REQUEST_LOG_TOKEN"
 
 

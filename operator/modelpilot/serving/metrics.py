@@ -103,7 +103,7 @@ class ServingMetrics:
             LABELS,
             registry=self.registry,
         )
-        # Request logging (serving/request_log.py): children only once it is turned on.
+        # Request logging (serving/request_log/): children only once it is turned on.
         self.request_log_sampled = Counter(
             "modelpilot_request_log_sampled",
             "Scoring requests sampled for the request log: once handled, each is either written or dropped.",

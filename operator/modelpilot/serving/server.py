@@ -114,7 +114,7 @@ class ServingApp:
         self.drift_enabled = drift
         self.stack_traces = stack_traces  # keep MLflow's stack_trace in error bodies (debug logging)
         self.on_fatal = on_fatal
-        self.request_log = request_log  # a sampled share of scoring requests, logged (serving/request_log.py)
+        self.request_log = request_log  # a sampled share of scoring requests, logged (serving/request_log/)
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
         self.load_error: str | None = None
