@@ -121,3 +121,14 @@ def test_download_logs_progress_while_it_runs_and_once_done(tmp_path, monkeypatc
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("downloaded ")]
     assert len(lines) >= 3, lines  # periodic lines during the 0.4 s download, then the final one
     assert lines[-1] == "downloaded 4.0 MiB of 4.0 MiB (100%)"
+
+
+def test_a_usage_error_is_the_whole_termination_message_without_the_usage_text(tmp_path, monkeypatch):
+    from modelpilot.serving import server, termination
+
+    monkeypatch.setattr(termination, "TERMINATION_LOG", str(tmp_path / "termination-log"))
+    with pytest.raises(SystemExit) as exited:
+        server.parse_args(["--no-such-flag"])
+    assert exited.value.code == 2
+    written = (tmp_path / "termination-log").read_text()
+    assert written == "python -m modelpilot.serving.server: error: unrecognized arguments: --no-such-flag"

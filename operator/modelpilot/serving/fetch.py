@@ -46,7 +46,7 @@ from ..registry import errors as registry_errors
 from . import ENVIRONMENTS_DIR, MANIFEST_FILE, MODEL_DIR, environments
 from .baseline import BASELINE_FILE, RUN_ARTIFACT_DIR
 from .requirements import Mismatch, check_requirements
-from .termination import write_termination_message
+from .termination import ArgumentParser, write_termination_message
 
 log = logging.getLogger("modelpilot.serving.fetch")
 
@@ -445,7 +445,7 @@ def _human(size: int) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m modelpilot.serving.fetch", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m modelpilot.serving.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (or models:/<name>@<alias>)")
     parser.add_argument("--dest", default=MODEL_DIR, help=f"directory to download into (default {MODEL_DIR})")
     parser.add_argument("--requirements-policy", choices=["Warn", "Refuse", "Install"], default="Warn")

@@ -51,7 +51,7 @@ from .request_log import PROTOCOL_MLFLOW, RequestLog
 from .request_log import add_arguments as add_request_log_arguments
 from .request_log import check_arguments as check_request_log_arguments
 from .request_log import from_args as request_log_from_args
-from .termination import write_termination_message
+from .termination import ArgumentParser, write_termination_message
 
 log = logging.getLogger("modelpilot.serving.server")
 
@@ -469,7 +469,7 @@ def _enter_model_environment(model_dir: str, argv: list[str]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m modelpilot.serving.server", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m modelpilot.serving.server", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=MODEL_DIR, help="directory holding the fetched model (MLmodel)")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")

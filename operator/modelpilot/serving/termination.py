@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 TERMINATION_LOG = "/dev/termination-log"
 
 
@@ -12,3 +14,12 @@ def write_termination_message(message: str) -> None:
             handle.write(message[:4000])
     except OSError:
         pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors end up as the termination message, alone: the kubelet would
+    otherwise take the log's tail, and a long usage text crowds the error out of the status."""
+
+    def error(self, message: str):
+        write_termination_message(f"{self.prog}: error: {message}")
+        super().error(message)
