@@ -152,10 +152,11 @@ def prepare(model_dir: str, mismatches: list[Mismatch], root: str, indexes: Pack
         try:
             os.rename(scratch, path)
         except OSError:
-            if _read_record(path) is None:  # not a pod that built the same environment meanwhile
+            built = _read_record(path)
+            if built is None:  # not a pod that built the same environment meanwhile
                 raise
             log.info("environment %s was built meanwhile by another pod; using that one", key)
-            return {**_read_record(path), "reused": True, "seconds": round(time.monotonic() - started, 3)}
+            return {**built, "reused": True, "seconds": round(time.monotonic() - started, 3)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("environment %s built in %.1fs: %s", key, record["built_seconds"], ", ".join(installed) or "nothing")
