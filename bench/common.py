@@ -3,11 +3,14 @@ process of this machine."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
+from tests.support import leaks
 from tests.support.processes import start_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,3 +27,32 @@ def start_operator(kubeconfig: Path, log_path: Path, **env: str) -> subprocess.P
     """The operator, cluster-wide with the admin kubeconfig, its log in `log_path`; `env` adds settings."""
     environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **env}
     return start_process([sys.executable, "-m", "modelpilot", "--liveness=", "--metrics="], environment, log_path)
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, stream, kept: io.StringIO) -> None:
+        self.stream, self.kept = stream, kept
+
+    def write(self, text: str) -> int:
+        self.kept.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def leak_checked(main: Callable[[], int]) -> int:
+    """Run a benchmark's `main`, its output printed and kept: a secret value in it (the MLflow password,
+    index credentials, URL credentials) fails the run, as it fails the test suite."""
+    kept = io.StringIO()
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(stdout, kept), _Tee(stderr, kept)
+    try:
+        code = main()
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+    found = leaks.find(kept.getvalue())
+    if found:
+        print(f"leak scan: {', '.join(found)} in the benchmark's output", file=sys.stderr)
+        return code or 1
+    return code

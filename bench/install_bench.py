@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import leak_checked  # noqa: E402
 from modelpilot.serving.environments import PackageIndexes, prepare  # noqa: E402
 from modelpilot.serving.requirements import check_requirements  # noqa: E402
 from tests.cluster.launcher import cache_dir  # noqa: E402
@@ -84,4 +85,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leak_checked(main))

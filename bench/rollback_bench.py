@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import install_crd, start_operator  # noqa: E402
+from bench.common import install_crd, leak_checked, start_operator  # noqa: E402
 from modelpilot.rollout.requests import REQUEST_ANNOTATION, encode  # noqa: E402
 from tests.cluster.images import ensure_images  # noqa: E402
 from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
@@ -183,4 +183,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(leak_checked(main))

@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.cluster import launcher
+from tests.support import leaks
+from tests.support.leak_sources import scan_namespace, scan_series
 
 
 def _interrupt(signum, frame):
@@ -63,6 +65,24 @@ def kube_cluster() -> Iterator[launcher.LocalCluster | ExistingCluster]:
         )
     with launcher.LocalCluster() as cluster:
         yield cluster
+        try:
+            _scan_what_the_cluster_kept(cluster)
+        except Exception as e:
+            leaks.unsearched("the cluster at the end", repr(e)[:200])
+
+
+def _scan_what_the_cluster_kept(cluster: launcher.LocalCluster) -> None:
+    from kubernetes import config
+
+    from tests.support.leak_sources import scan_cluster
+
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        metrics = api_client.call_api("/metrics", "GET", response_type="str", _return_http_data_only=True)
+        scan_cluster(api_client, metrics)
+    finally:
+        api_client.close()
+    leaks.scan_files(cluster.workdir / "logs")
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +130,7 @@ def prometheus():
 
     with prometheus_server() as server:
         yield server
+        scan_series(server.url)
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +163,10 @@ def fresh_namespace(kube_api) -> Iterator[str]:
         time.sleep(0.1)
     yield name
     try:
+        scan_namespace(kube_api, name)
+    except Exception as e:  # an API server a test left unreachable: the scan says so, the test stands
+        leaks.unsearched(f"namespace {name}", repr(e)[:200])
+    try:
         core.delete_namespace(name, propagation_policy="Background")
     except client.ApiException as e:
         if e.status != 404:
@@ -168,3 +193,24 @@ def kubectl(kube_cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
         return subprocess.run([str(binary), f"--kubeconfig={kube_cluster.kubeconfig}", *args], **kwargs)
 
     return run
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The leak scan's verdict: everything the run's processes logged (operator, model servers, fetch
+    steps) is searched last; any secret value found anywhere fails the run."""
+    basetemp = getattr(session.config, "_tmp_path_factory", None)
+    if basetemp is not None and basetemp._basetemp is not None:  # only what this run wrote
+        leaks.scan_files(basetemp._basetemp)
+    if leaks.findings():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    found = leaks.findings()
+    if leaks.places_scanned():
+        terminalreporter.write_sep("=", f"leak scan: {len(found)} secret(s) found in {leaks.places_scanned()} places searched",
+                                   red=bool(found), green=not found)  # fmt: skip
+        for where, what in found:
+            terminalreporter.write_line(f"  {what} in {where}")
+        for where, why in leaks.gaps():
+            terminalreporter.write_line(f"  not searched: {where}: {why}")

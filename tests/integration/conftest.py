@@ -16,6 +16,7 @@ import pytest
 
 from tests.cluster.launcher import default_bin_dir
 from tests.conftest import fresh_namespace
+from tests.support.leak_sources import scan_series, scan_url
 from tests.support.mlflow import register_sklearn_model
 from tests.support.monitoring_crds import KINDS, monitoring_crd_files
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
@@ -27,6 +28,7 @@ def discovering_prometheus(kube_cluster, real_node):
     pod IPs through the node's routes."""
     with pod_discovering_prometheus(kube_cluster.kubeconfig) as server:
         yield server
+        scan_series(server.url)
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +138,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
+            scan_url(f"metrics of the operator (run {self.starts})", self.metrics_url)
             stop_process(self.proc, timeout=20)
 
     def reconciles(self, trigger: str) -> float:

@@ -15,11 +15,12 @@ import pytest
 from modelpilot.analysis import ProviderError
 from modelpilot.analysis.prometheus import PrometheusAuth, PrometheusProvider
 
+from tests.support.leaks import secret_value
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.prometheus
 
-SECRET_TOKEN = "t0k-never-shown"
+SECRET_TOKEN = secret_value("prometheus-token")
 
 
 def ask(address: str, promql: str, timeout: float = 5.0, auth: PrometheusAuth | None = None):

@@ -19,6 +19,7 @@ import pytest
 import tritonclient.http as triton
 
 from tests.support.flavours import COLUMNS, ROWS, flavour_wheels, private_wheel, register_flavours
+from tests.support.leaks import secret_value
 from tests.support.load import post_once_routed
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.package_index import PackageIndex
@@ -27,7 +28,8 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
 FLAVOURS = ("sklearn", "xgboost", "lightgbm", "pyfunc")
-INDEX_USER, INDEX_PASSWORD = "mirror-reader", "node-index-pw-5Rk"
+INDEX_USER, INDEX_PASSWORD = "mirror-reader", secret_value("node-index-password")
+REFUSED_PASSWORD = secret_value("refused-index-password")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,7 @@ def test_an_install_the_index_refuses_is_reported_with_its_reason_and_no_secret(
 ):
     ns = deployed
     kubectl("create", "secret", "generic", "wrong-index-creds", "-n", ns,
-            f"--from-literal=username={INDEX_USER}", "--from-literal=password=wrong-pw-Qx8", check=True)  # fmt: skip
+            f"--from-literal=username={INDEX_USER}", f"--from-literal=password={REFUSED_PASSWORD}", check=True)  # fmt: skip
     runtime = {
         "requirementsPolicy": "Install",
         "packageIndex": {"url": index.url_for(host_address), "credentialsSecret": "wrong-index-creds", "installer": "pip"},
@@ -175,5 +177,5 @@ def test_an_install_the_index_refuses_is_reported_with_its_reason_and_no_secret(
     events = get(kubectl, "events", "-n", ns, "--field-selector", "involvedObject.name=refused")["items"]
     assert any(e["reason"] == "RequirementsInstallFailed" and e["type"] == "Warning" for e in events)
     for text in (json.dumps(status), json.dumps(events)):
-        assert "wrong-pw-Qx8" not in text and INDEX_PASSWORD not in text
+        assert REFUSED_PASSWORD not in text and INDEX_PASSWORD not in text
     kubectl("delete", "mdep", "refused", "-n", ns, "--wait=false")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import re
 import secrets
 import socket
 import threading
@@ -24,6 +23,7 @@ from modelpilot.render import workload
 from modelpilot.render.owner import Owner
 
 from tests.cluster.launcher import KWOK_TOLERATION
+from tests.support.leaks import basic_auth, find, secret_value
 from tests.support.mlflow import ADMIN_PASSWORD, ADMIN_USER, register_sklearn_model, set_alias
 from tests.support.modeldeployments import condition, plugin
 from tests.support.processes import free_port
@@ -360,24 +360,18 @@ def test_delete_cascades_to_owned_objects(kubectl, operator, mlflow, registered_
 
 
 # Secret values as distinctive as real ones, so a leak cannot hide behind a common word.
-WRONG_USER = f"nobody-{secrets.token_hex(6)}"
-WRONG_PASSWORD = f"refused-{secrets.token_hex(12)}"
-ARTIFACT_KEY = f"artifact-store-{secrets.token_hex(12)}"
+WRONG_USER = secret_value("nobody")
+WRONG_PASSWORD = secret_value("refused-password")
+ARTIFACT_KEY = secret_value("artifact-store-key")
 KEYSTORE = b"\xff\xfe binary keystore " + secrets.token_bytes(16)
-# `user:password@` in a URL, in any text.
-URL_CREDENTIALS = re.compile(r"[a-zA-Z][-+.a-zA-Z0-9]*://[^/\s\"'@]+:[^/\s\"'@]+@")
+basic_auth(ADMIN_USER, WRONG_PASSWORD)
+basic_auth(WRONG_USER, WRONG_PASSWORD)
 
 
 def create_secret(kubectl, namespace: str, name: str, values: dict[str, str | bytes]) -> None:
     data = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in values.items()}
     body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": data}
     kubectl("apply", "-f", "-", input=json.dumps(body), check=True)
-
-
-def leaks(text: str, values: list[str]) -> list[str]:
-    """The secret values (plain or base64) and URL credentials found in `text`."""
-    found = [v for v in values if v in text or base64.b64encode(v.encode()).decode() in text]
-    return found + URL_CREDENTIALS.findall(text)
 
 
 @pytest.mark.parametrize(
@@ -409,7 +403,7 @@ def test_bad_references_say_why_in_a_condition_and_an_event(
         lambda: [e for e in events(kubectl, ns, "bad") if e["reason"] == reason and e["type"] == "Warning"],
         f"a Warning Event with reason {reason}",
     )
-    assert not leaks(json.dumps(st) + json.dumps(warning), [ADMIN_PASSWORD, WRONG_PASSWORD])
+    assert not find(json.dumps(st) + json.dumps(warning), [ADMIN_PASSWORD, WRONG_PASSWORD])
     assert get(kubectl, "deployment", "bad", "-n", ns) is None
 
 
@@ -451,7 +445,7 @@ def test_secrets_never_reach_status_events_logs_pod_specs_or_metrics(
         "the refusal": refusal.stdout + refusal.stderr,
     }
     values = [ADMIN_PASSWORD, WRONG_USER, WRONG_PASSWORD, ARTIFACT_KEY]
-    found = {where: leaks(text, values) for where, text in places.items()}
+    found = {where: find(text, values) for where, text in places.items()}
     assert not any(found.values()), found
     # The registry's request URLs stay out of the log too.
     assert "HTTP Request:" not in places["operator log"]

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import leaks
+from tests.support.leak_sources import scan_url
 from tests.support.mlflow import MlflowServer
 from tests.support.processes import free_port, stop_process, wait_http_ok
 
@@ -234,8 +236,10 @@ class ServerProcess:
         return response.text
 
     def stop(self) -> None:
+        scan_url(f"metrics of the model server on {self.url}", f"{self.url}/metrics")
         self.client.close()
         stop_process(self.proc)
+        leaks.scan(f"log of the model server on {self.url}", self.log)
         self.log_path.unlink(missing_ok=True)
 
 

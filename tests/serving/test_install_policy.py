@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.serving.conftest import PYTHON, ServerProcess, run_fetch
+from tests.support.leaks import secret_value
 from tests.support.package_index import PackageIndex, make_wheel
 
-INDEX_USER, INDEX_PASSWORD = "mirror-reader", "idx-pw-7Hq2"
+INDEX_USER, INDEX_PASSWORD = "mirror-reader", secret_value("index-password")
 
 _LOG_MODEL = textwrap.dedent(
     """

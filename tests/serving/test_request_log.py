@@ -15,12 +15,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelpilot.serving.request_log import REDACTED, TOKEN_ENV
+from tests.support.leaks import secret_value
 
 from .conftest import Fetched, RegisteredModels, ServerProcess, split
 
 pytestmark = pytest.mark.mlflow
 
-TOKEN = "rl-t0ken-9f2c6e"
+TOKEN = secret_value("request-log-token")
 COLUMNS = [f"f{i}" for i in range(5)]
 REDACT = ("f1", "f3")
 

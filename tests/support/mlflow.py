@@ -14,10 +14,12 @@ from pathlib import Path
 
 import httpx
 
+from .leaks import basic_auth, secret_value
 from .processes import free_port, start_process, stop_process, wait_http_ok
 
 ADMIN_USER = "admin"
-ADMIN_PASSWORD = "modelpilot-test-admin-password"
+ADMIN_PASSWORD = secret_value("mlflow-admin-password")
+basic_auth(ADMIN_USER, ADMIN_PASSWORD)
 START_TIMEOUT_S = 120
 
 
