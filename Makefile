@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv system-deps cluster-bins prometheus-bin lua-bin images cluster crds test test-long test-unit dev clean
+.PHONY: help venv system-deps cluster-bins prometheus-bin lua-bin images cluster crds test test-long test-unit soak dev clean
 
 help:
 	@echo "make dev    - build what is needed, start a local cluster + MLflow, run the operator on a demo model"
 	@echo "make test   - the test suite (unit + integration on a real control plane, MLflow, Prometheus)"
 	@echo "make test-long - the long tier make test leaves out"
+	@echo "make soak   - an hour of traffic and alias flips on the real node; memory, writes, outcomes (bench/soak.py)"
 	@echo "make cluster - start the local control plane in the foreground and print its kubeconfig"
 	@echo "make crds   - regenerate crds/ from the pydantic API models"
 	@echo "make images - build the operator and runtime images (the tests build them when needed)"
@@ -69,10 +70,15 @@ test: venv system-deps
 	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
 	$(PY) -m pytest -q -ra --durations=25
 
-# What `make test` leaves out to stay within its budget; same prerequisites.
+# What `make test` leaves out to stay within its budget; same prerequisites, and Traefik for the Gateway test.
 test-long: venv system-deps
-	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
+	MODELPILOT_GATEWAY=1 $(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin lua-bin images
 	$(PY) -m pytest -q -ra --durations=25 -m long
+
+# An hour of traffic with alias flips on the real node: memory and descriptors over time, idle writes, outcomes.
+soak: venv system-deps
+	$(MAKE) --no-print-directory -j3 cluster-bins prometheus-bin images
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

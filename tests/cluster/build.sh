@@ -5,6 +5,9 @@
 # cache outside the work tree, with the Gateway API CRDs of the version Traefik is built with. A component whose go.mod/go.sum and this script
 # are unchanged since its last build is not rebuilt.
 #
+# Traefik is built only with MODELPILOT_GATEWAY=1 (`make test-long` sets it): only the long tier's
+# Gateway test runs it, and it is the longest build after Kubernetes itself.
+#
 # Usage: tests/cluster/build.sh            # prints the bin directory on the last line
 set -euo pipefail
 
@@ -52,8 +55,10 @@ build etcd "" .
 build pause "" .
 build kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$(module_version kwok sigs.k8s.io/kwok)" sigs.k8s.io/kwok/cmd/kwok
 build helm "-X helm.sh/helm/v3/internal/version.version=$helm_version" helm.sh/helm/v3/cmd/helm
-build traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=$(module_version traefik github.com/traefik/traefik/v3)" \
-  github.com/traefik/traefik/v3/cmd/traefik
+if [ "${MODELPILOT_GATEWAY:-0}" = 1 ]; then
+  build traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=$(module_version traefik github.com/traefik/traefik/v3)" \
+    github.com/traefik/traefik/v3/cmd/traefik
+fi
 gateway_crds=$(cd "$here/go/traefik" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard
 if ! diff -rq "$gateway_crds" "$bin/gateway-api-crds" >/dev/null 2>&1; then
   rm -rf "$bin/gateway-api-crds" && cp -r "$gateway_crds" "$bin/gateway-api-crds" && chmod -R u+w "$bin/gateway-api-crds"

@@ -10,6 +10,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.support.mlflow import register_sklearn_model
 from tests.support.monitoring_crds import KINDS, monitoring_crd_files
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok
 from tests.support.prometheus import pod_discovering_prometheus
+from tests.support.proxy import CuttableProxy
 
 @pytest.fixture(scope="session")
 def discovering_prometheus(kube_cluster, real_node):
@@ -73,6 +75,24 @@ def operator(kube_cluster, kubectl, crds, tmp_path_factory):
     One per test module: a module that installs the operator into the cluster with Helm runs with no
     other operator watching."""
     with running_operator(operator_kubeconfig(kube_cluster, kubectl), tmp_path_factory.mktemp("operator")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def apiserver_proxy(kube_cluster):
+    """A proxy to the API server that a test can cut."""
+    server = urlparse(kube_cluster.server)
+    with CuttableProxy(server.hostname, server.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def operator_behind_proxy(kube_cluster, kubectl, crds, tmp_path_factory, apiserver_proxy):
+    """The operator, reaching the API server only through `apiserver_proxy`."""
+    kubeconfig = operator_kubeconfig(kube_cluster, kubectl)
+    proxied = kubeconfig.with_name("proxied." + kubeconfig.name)
+    proxied.write_text(kubeconfig.read_text().replace(kube_cluster.server, f"https://127.0.0.1:{apiserver_proxy.port}"))
+    with running_operator(proxied, tmp_path_factory.mktemp("operator")) as handle:
         yield handle
 
 

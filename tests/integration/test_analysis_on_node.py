@@ -147,6 +147,8 @@ def replica_sets(kubectl, ns: str, name: str) -> dict[str, tuple[str, int]]:
             for rs in found["items"]}  # fmt: skip
 
 
+# The long tier: unit tests cover the drift verdict and bake, the default tier a rollback by analysis.
+@pytest.mark.long
 def test_a_promoted_version_whose_inputs_drift_while_it_bakes_rolls_back_to_the_version_kept_for_it(
     kubectl, operator, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
 ):

@@ -14,7 +14,9 @@ from tests.support.mlflow import register_sklearn_model, set_alias
 from tests.support.modeldeployments import apply_model, get, serving, wait_status
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
+# The long tier: it needs Traefik built (`make test-long` builds it); in the default tier unit tests cover
+# the router's HTTPRoute and weights.
+pytestmark = [pytest.mark.long, pytest.mark.cluster, pytest.mark.mlflow]
 
 MODEL = "gateway-model"
 ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]

@@ -15,7 +15,8 @@ from tests.support.mlflow import register_sklearn_model, set_alias
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
+# The long tier: the default tier fails a leader over with the chart-installed operator (test_operator_in_cluster).
+pytestmark = [pytest.mark.long, pytest.mark.cluster, pytest.mark.mlflow]
 
 MODEL = "ha-model"
 ROWS = [[0.5, -1.2, 0.3, 2.0], [-0.7, 0.1, 1.5, -0.4]]

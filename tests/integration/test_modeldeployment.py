@@ -111,8 +111,10 @@ def test_apply_serves_the_version_and_reports_ready(kubectl, operator, mlflow, r
         one = get(kubectl, "service", f"fraud-{track}", "-n", ns)
         assert one["spec"]["selector"]["modelpilot.io/track"] == track
         assert one["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
-    endpoints = get(kubectl, "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=fraud-stable")["items"]
-    assert sum(len(s.get("endpoints") or []) for s in endpoints) == 2
+    # The EndpointSlice controller follows the pods a moment later.
+    wait_for(lambda: sum(len(s.get("endpoints") or []) for s in get(
+        kubectl, "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=fraud-stable")["items"]) == 2,
+        "both pods behind the stable Service", timeout=30)  # fmt: skip
 
     table = kubectl("get", "mdep", "-n", ns).stdout
     header, row = table.splitlines()[:2]

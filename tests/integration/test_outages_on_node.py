@@ -10,7 +10,6 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.integration.conftest import operator_kubeconfig, running_operator
 from tests.integration.test_analysis_on_node import CHECKS, GOOD_ROWS, INTERVAL
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_pyfunc_model, set_alias
@@ -18,24 +17,13 @@ from tests.support.modeldeployments import apply_model, cluster_ip, get, serving
 from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
+# The long tier: the outage matrix's default-tier sample takes each service away once.
+pytestmark = [pytest.mark.long, pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
 
 
 @pytest.fixture(scope="module")
-def apiserver_proxy(kube_cluster):
-    server = urlparse(kube_cluster.server)
-    with CuttableProxy(server.hostname, server.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def operator(kube_cluster, kubectl, crds, tmp_path_factory, apiserver_proxy):
-    """The operator, reaching the API server only through a proxy the test can cut."""
-    kubeconfig = operator_kubeconfig(kube_cluster, kubectl)
-    proxied = kubeconfig.with_name("proxied." + kubeconfig.name)
-    proxied.write_text(kubeconfig.read_text().replace(kube_cluster.server, f"https://127.0.0.1:{apiserver_proxy.port}"))
-    with running_operator(proxied, tmp_path_factory.mktemp("operator")) as handle:
-        yield handle
+def operator(operator_behind_proxy):
+    return operator_behind_proxy
 
 
 def test_outages_of_prometheus_the_api_server_and_mlflow_mid_analysis_never_promote_and_lose_nothing(

@@ -45,7 +45,7 @@ def traefik_gateway(kubeconfig: Path, kubectl: Callable, namespace: str, name: s
     in `namespace` with one HTTP listener that admits routes from every namespace, Programmed."""
     binary = traefik_binary()
     if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: run `make cluster-bins`")
+        raise RuntimeError(f"{binary} is missing: run `MODELPILOT_GATEWAY=1 make cluster-bins` (`make test-long` does)")
     install_gateway_api_crds(kubectl)
     port, ping_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="modelpilot-traefik-") as tmp:
