@@ -69,3 +69,24 @@ def plugin(kube_cluster, *args: str) -> subprocess.CompletedProcess:
         [str(kubectl_binary), "modelpilot", *args, f"--kubeconfig={kube_cluster.kubeconfig}"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+# Where a rollout stands, in the order it gets there: its steps by kind, then how it ends.
+STEP_KINDS = ("setWeight", "pause", "analysis")
+POINTS = (*STEP_KINDS, "promotion", "rollback")
+
+
+def rollout_point(rollout: dict, version: str, step_kinds: tuple[str, ...]) -> str | None:
+    """Where the rollout of `version` is: the kind of its current step (`step_kinds` names the spec's
+    steps in order), "promotion" once promoted, "rollback" once an analysis failed; None when it is not
+    that version's rollout or not under way."""
+    if rollout.get("canaryVersion") != version:
+        return None
+    measurements = (rollout.get("analysis") or {}).get("measurements") or []
+    if any(m.get("verdict") == "Fail" for m in measurements) or rollout.get("phase") == "Aborted":
+        return "rollback"
+    if rollout.get("phase") in ("Promoting", "Baking", "Completed"):
+        return "promotion"
+    if rollout.get("phase") in ("Progressing", "Paused"):
+        return step_kinds[min(rollout.get("stepIndex", 0), len(step_kinds) - 1)]
+    return None

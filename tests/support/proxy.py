@@ -30,6 +30,8 @@ class CuttableProxy:
         self.cut()
 
     def restore(self) -> None:
+        if self._listener is not None:
+            return  # not cut
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
