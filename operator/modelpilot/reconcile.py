@@ -23,6 +23,7 @@ from .api.base import seconds
 from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
+from .kube.secrets import SecretCache, SecretStore
 from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing, RegistryError
 from .registry.mlflow import Credentials, MlflowRegistry
@@ -44,6 +45,10 @@ from .traffic import ROUTERS, router_for
 
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
+# What the operator reads of the Secrets ModelDeployments name; the cache keeps nothing else.
+SECRET_KEYS = Credentials.SECRET_KEYS + PrometheusAuth.SECRET_KEYS
+# How long a missing Secret is remembered: the first retry's backoff, so one created later is seen then.
+SECRET_MISS_SECONDS = 5.0
 
 
 class Lookup(Protocol):
@@ -99,7 +104,22 @@ class Reconciler:
             timeout_seconds=settings.registry_timeout_seconds,
         )
         self._kube = ThreadPool("kube", settings.kube_workers)
+        # Secrets are read as often as references are resolved, and shared like them: one GET of each per
+        # half interval however many ModelDeployments name it.
+        self.secrets = SecretCache(
+            self._read_secret,
+            SecretStore(settings.secret_cache_entries, ttl=settings.resolve_interval_seconds / 2, miss_ttl=SECRET_MISS_SECONDS),
+        )
         self._memory: dict[str, _Memory] = {}
+
+    async def _read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await self._kube.run(objects.secret_fields, namespace, name, SECRET_KEYS)
+
+    async def _secret_data(self, namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, str] | None:
+        """The decoded values of `keys` in the Secret, None when it does not exist; SecretValueNotText when
+        one is not text."""
+        fields = await self.secrets.read(namespace, name)
+        return None if fields is None else objects.decode_keys(fields, keys)
 
     def forget(self, uid: str) -> None:
         """The ModelDeployment is gone. A reconcile still running for it drops its memory when it ends."""
@@ -168,7 +188,7 @@ class Reconciler:
         secret = analysis.prometheus.credentials_secret
         if secret:
             try:
-                data = await self._kube.run(objects.secret_data, meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
+                data = await self._secret_data(meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
             except objects.SecretValueNotText as exc:
                 return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret: {exc}")
             if data is None:
@@ -193,7 +213,7 @@ class Reconciler:
         if not secret:
             return None
         try:
-            data = await self._kube.run(objects.secret_data, namespace, secret, Credentials.SECRET_KEYS)
+            data = await self._secret_data(namespace, secret, Credentials.SECRET_KEYS)
         except objects.SecretValueNotText as exc:
             raise CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}") from None
         if data is None:
