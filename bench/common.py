@@ -24,3 +24,23 @@ def start_operator(kubeconfig: Path, log_path: Path, **env: str) -> subprocess.P
     """The operator, cluster-wide with the admin kubeconfig, its log in `log_path`; `env` adds settings."""
     environment = {**os.environ, "KUBECONFIG": str(kubeconfig), **env}
     return start_process([sys.executable, "-m", "modelpilot", "--liveness=", "--metrics="], environment, log_path)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used, from /proc."""
+    # The command name may hold spaces: the fields that follow it start after its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of the process now and at its peak (VmRSS, VmHWM), in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
