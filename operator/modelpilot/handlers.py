@@ -8,7 +8,6 @@ kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile r
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import kopf
 from .api import GROUP, PLURAL, VERSION
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
+from .kube.snapshot import compact
 from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
 from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
@@ -55,18 +55,16 @@ _OUR_MANAGERS = {FIELD_MANAGER, HANDOVER_MANAGER}
 
 def _snapshot(body) -> dict:
     """A copy of a ModelDeployment to reconcile from; its managedFields are never read."""
-    copied = copy.deepcopy(dict(body))
-    copied.get("metadata", {}).pop("managedFields", None)
-    return copied
+    meta = body.get("metadata") or {}
+    return compact({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
 
 
 def _owned_snapshot(body) -> dict:
     """A copy of an owned object, keeping only our own managedFields entries: other managers' are never read
     and would be kept for every object."""
-    copied = copy.deepcopy(dict(body))
-    meta = copied.get("metadata", {})
-    meta["managedFields"] = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
-    return copied
+    meta = body.get("metadata") or {}
+    ours = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
+    return compact({**body, "metadata": {**meta, "managedFields": ours}})
 
 
 @kopf.index(*MD, id="modeldeployments")
@@ -88,7 +86,7 @@ async def pods_by_owner(namespace, labels, body, **_):
     """Pods keyed by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod;
     trimmed to what the start-failure judgement reads, since pods are many."""
     owner = labels.get(LABEL_DEPLOYMENT)
-    return {(namespace, owner): health.essentials(dict(body))} if owner else {}
+    return {(namespace, owner): compact(health.essentials(dict(body)))} if owner else {}
 
 
 @dataclass(frozen=True)
