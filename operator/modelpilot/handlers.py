@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import kopf
 
 from .api import GROUP, PLURAL, VERSION
+from .coalesce import Coalescer
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
 from .kube.snapshot import compact
@@ -136,11 +137,18 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
 
     memo.wakeups = asyncio.create_task(WAKEUPS.forever(wake))
 
+    async def owned_changed(key) -> None:
+        for body in modeldeployments.get(key, ()):
+            await _reconcile("owned", body, cluster, resolve=False)
+
+    memo.owners = Coalescer(owned_changed)
+
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.resync.task.cancel()
     memo.wakeups.cancel()
+    memo.owners.cancel()
 
 
 async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool = True) -> Outcome | None:
@@ -220,9 +228,9 @@ def _new_request(body) -> bool:
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
 @kopf.on.event("v1", "pods", labels=OWNED)
-async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, budgets, pods, **_):
+async def on_owned_event(namespace, labels, memo: kopf.Memo, **_):
     """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
-    back any hand edit of what we manage."""
-    cluster = _Indexed(deployments, services, autoscalers, budgets, pods)
-    for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        await _reconcile("owned", owner, cluster, resolve=False)
+    back any hand edit of what we manage. Asked, not awaited (see coalesce.py)."""
+    owner = labels.get(LABEL_DEPLOYMENT)
+    if owner:
+        memo.owners.ask((namespace, owner))
