@@ -150,6 +150,13 @@ def create_all(api: kubernetes.client.CustomObjectsApi, bodies: list[dict]) -> N
         list(pool.map(create, bodies))
 
 
+def event_reasons(kubectl: list[str], namespace: str) -> Counter:
+    """The Events the operator has posted in `namespace`, by reason."""
+    listed = subprocess.run([*kubectl, "get", "events", "-n", namespace, "-o", "json"], capture_output=True, text=True,
+                            check=True).stdout  # fmt: skip
+    return Counter(e["reason"] for e in json.loads(listed)["items"] if e.get("reportingComponent") == "modelpilot")
+
+
 def run_round(kubectl, api, mlflow, clock: CpuClock, operator_pid: int, count: int, tag: str, existing: int) -> dict:
     """One round of `count` new ModelDeployments; `existing` others are already there (and resync too)."""
     namespace = f"scale-{tag}"
@@ -166,10 +173,12 @@ def run_round(kubectl, api, mlflow, clock: CpuClock, operator_pid: int, count: i
         converge_s = time.monotonic() - start
     finally:
         phases.close()
+    reasons = event_reasons(kubectl, namespace)
     converged, cpu_converged = api_requests(kubectl), clock.read()
     idle_window = 3 * RESOLVE_INTERVAL  # three resync passes of an unchanged world
     time.sleep(idle_window)
     idle, cpu_idle = api_requests(kubectl), clock.read()
+    idle_events = event_reasons(kubectl, namespace) - reasons
     idle_delta = idle - converged
     present = count + existing
     rss, peak = memory_mib(operator_pid)
@@ -184,6 +193,7 @@ def run_round(kubectl, api, mlflow, clock: CpuClock, operator_pid: int, count: i
         "idle_reads_per_min": operator_requests(idle_delta, {"GET"}) * 60 / idle_window / present,
         "idle_writes": {f"{verb} {resource}": n for (verb, resource), n in idle_delta.items()
                         if resource in OPERATOR_KINDS and verb in WRITES and n},  # fmt: skip
+        "idle_events_by_reason": dict(idle_events),
         "idle_cpu_percent": {name: 100 * s / idle_window for name, s in CpuClock.spent(cpu_converged, cpu_idle).items()},
         "operator_rss_mib": rss,
         "operator_peak_rss_mib": peak,
@@ -238,6 +248,7 @@ def report(small: dict, large: dict, applies: list[dict]) -> None:
         print(f"\n{r['count']} created in {r['create_s']:.1f} s, all Ready after {r['converge_s']:.1f} s; "
               f"with {r['present']} present, idle over {3 * RESOLVE_INTERVAL} s:")  # fmt: skip
         print(f"  writes to {', '.join(sorted(OPERATOR_KINDS))}: {r['idle_writes'] or 'none'}")
+        print(f"  the operator's Events in this round's namespace, by reason: {r['idle_events_by_reason'] or 'none'}")
         print("  CPU % of one core: " + ", ".join(f"{n} {p:.1f}" for n, p in r["idle_cpu_percent"].items()))
         print(f"  operator resident memory {r['operator_rss_mib']:.0f} MiB (peak {r['operator_peak_rss_mib']:.0f} MiB)")
     if applies:
