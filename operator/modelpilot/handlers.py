@@ -157,7 +157,7 @@ async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool 
     meta, started, result = body["metadata"], time.monotonic(), "error"
     IN_FLIGHT.inc()
     try:
-        outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve)
+        outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve, resync=trigger == "resync")
         result = "skipped" if outcome is None else "retry" if outcome.retry_because is not None else "ok"
     finally:
         IN_FLIGHT.dec()

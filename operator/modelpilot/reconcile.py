@@ -82,6 +82,9 @@ class _Memory:
     generation: int = 0
     # The ModelDeployment was deleted while a reconcile held the lock.
     gone: bool = False
+    # The resourceVersion of the body the last reconcile started from, if it ended leaving nothing pending:
+    # no retry, no timer, no exception.
+    settled_at: str | None = None
 
     def newest(self, generation: int, resolution: Resolution | None) -> Resolution | None:
         """`resolution`, unless one asked later about the same generation was already planned with: an
@@ -135,13 +138,16 @@ class Reconciler:
         for uid in [uid for uid in self._memory if uid not in uids]:
             self.forget(uid)
 
-    async def reconcile(self, body: dict, cluster: Lookup, resolve: bool = True) -> Outcome | None:
+    async def reconcile(self, body: dict, cluster: Lookup, resolve: bool = True, resync: bool = False) -> Outcome | None:
         """Bring one ModelDeployment's owned objects and status in line with its spec.
 
         With resolve=False (an owned object changed) the registry is not asked if status already records
         what this generation's reference resolved to, so that pod churn does not turn into registry traffic.
-        Returns None when there was nothing to do: the object is being deleted (its owned objects go with
-        it), or the body is older than what was already handled.
+        With resync=True (the periodic pass) only the reference is asked again, unless the object is not
+        settled: events of owned objects and pods reconcile it when they change, so a settled object whose
+        reference still resolves to the same answer has nothing to do, and the pass costs no Kubernetes work
+        for it. Returns None when there was nothing to do: the object is being deleted (its owned objects go
+        with it), the body is older than what was already handled, or that resync.
         """
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
@@ -159,6 +165,9 @@ class Reconciler:
                 if memory.gone:
                     return None
                 status = memory.status or _parse_status(body.get("status"))
+                if resync and self._settled(memory, meta, generation, resolution, spec, status):
+                    return None
+                memory.settled_at = None
                 resolution = memory.newest(generation, resolution)
                 screened = _screen_image(spec, resolution, self.settings)
                 clock = time.time()
@@ -172,10 +181,24 @@ class Reconciler:
                     memory.status = outcome.status
                     if resolution is not None:
                         memory.resolution, memory.generation = resolution, generation
+                    if outcome.retry_because is None and outcome.requeue_after is None:
+                        memory.settled_at = meta.get("resourceVersion")
                 return outcome
         finally:
             if memory.gone and self._memory.get(uid) is memory and not memory.lock.locked():
                 del self._memory[uid]
+
+    @staticmethod
+    def _settled(memory: _Memory, meta: dict, generation: int, resolution: Resolution | None,
+                 spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus) -> bool:  # fmt: skip
+        """Nothing changed since a reconcile that left nothing pending: the same body, and the same answer."""
+        return (
+            memory.settled_at is not None
+            and memory.settled_at == meta.get("resourceVersion")
+            and memory.generation == generation
+            and _same_answer(memory.resolution, resolution)
+            and not measurement_due(spec, status, time.time())
+        )
 
     async def _measure(self, meta: dict, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, clock: float) -> Measured:
         """Measure the canary under way, or the promoted version baking: every check over the last analysis
@@ -247,6 +270,11 @@ def _new_rollback(before: ModelDeploymentStatus, after: ModelDeploymentStatus):
         return None
     earlier = before.rollout.history if before.rollout else []
     return None if earlier and earlier[-1] == history[-1] else history[-1]
+
+
+def _same_answer(a: Resolution | None, b: Resolution | None) -> bool:
+    """The same model, or the same failure, whenever either was asked."""
+    return a is not None and b is not None and (a.model, a.reason, a.message, a.retryable) == (b.model, b.reason, b.message, b.retryable)
 
 
 def _read_spec(body: dict) -> tuple[ModelDeploymentSpec | None, Resolution | None]:
