@@ -16,8 +16,11 @@ CRD = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
 
 def install_crd(kubectl: list[str]) -> None:
     subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRD)], check=True, capture_output=True)
-    subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/modeldeployments.modelpilot.io"],
-                   check=True, capture_output=True)  # fmt: skip
+    # kubectl's default 30 s is short for an API server that has just started on a busy machine.
+    waited = subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=180s",
+                             "crd/modeldeployments.modelpilot.io"], capture_output=True, text=True)  # fmt: skip
+    if waited.returncode != 0:
+        raise RuntimeError(f"the CRD was not established: {waited.stderr.strip()}")
 
 
 def start_operator(kubeconfig: Path, log_path: Path, **env: str) -> subprocess.Popen:
