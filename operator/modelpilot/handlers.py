@@ -8,7 +8,6 @@ kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile r
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -16,8 +15,10 @@ from dataclasses import dataclass
 import kopf
 
 from .api import GROUP, PLURAL, VERSION
+from .coalesce import Coalescer
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
+from .kube.snapshot import compact
 from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
 from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
@@ -55,18 +56,16 @@ _OUR_MANAGERS = {FIELD_MANAGER, HANDOVER_MANAGER}
 
 def _snapshot(body) -> dict:
     """A copy of a ModelDeployment to reconcile from; its managedFields are never read."""
-    copied = copy.deepcopy(dict(body))
-    copied.get("metadata", {}).pop("managedFields", None)
-    return copied
+    meta = body.get("metadata") or {}
+    return compact({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
 
 
 def _owned_snapshot(body) -> dict:
     """A copy of an owned object, keeping only our own managedFields entries: other managers' are never read
     and would be kept for every object."""
-    copied = copy.deepcopy(dict(body))
-    meta = copied.get("metadata", {})
-    meta["managedFields"] = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
-    return copied
+    meta = body.get("metadata") or {}
+    ours = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
+    return compact({**body, "metadata": {**meta, "managedFields": ours}})
 
 
 @kopf.index(*MD, id="modeldeployments")
@@ -88,7 +87,7 @@ async def pods_by_owner(namespace, labels, body, **_):
     """Pods keyed by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod;
     trimmed to what the start-failure judgement reads, since pods are many."""
     owner = labels.get(LABEL_DEPLOYMENT)
-    return {(namespace, owner): health.essentials(dict(body))} if owner else {}
+    return {(namespace, owner): compact(health.essentials(dict(body)))} if owner else {}
 
 
 @dataclass(frozen=True)
@@ -138,11 +137,18 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
 
     memo.wakeups = asyncio.create_task(WAKEUPS.forever(wake))
 
+    async def owned_changed(key) -> None:
+        for body in modeldeployments.get(key, ()):
+            await _reconcile("owned", body, cluster, resolve=False)
+
+    memo.owners = Coalescer(owned_changed)
+
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.resync.task.cancel()
     memo.wakeups.cancel()
+    memo.owners.cancel()
 
 
 async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool = True) -> Outcome | None:
@@ -151,7 +157,7 @@ async def _reconcile(trigger: str, body: dict, cluster: _Indexed, resolve: bool 
     meta, started, result = body["metadata"], time.monotonic(), "error"
     IN_FLIGHT.inc()
     try:
-        outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve)
+        outcome = await RECONCILER.reconcile(body, cluster, resolve=resolve, resync=trigger == "resync")
         result = "skipped" if outcome is None else "retry" if outcome.retry_because is not None else "ok"
     finally:
         IN_FLIGHT.dec()
@@ -222,9 +228,9 @@ def _new_request(body) -> bool:
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
 @kopf.on.event("v1", "pods", labels=OWNED)
-async def on_owned_event(namespace, labels, modeldeployments, deployments, services, autoscalers, budgets, pods, **_):
+async def on_owned_event(namespace, labels, memo: kopf.Memo, **_):
     """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
-    back any hand edit of what we manage."""
-    cluster = _Indexed(deployments, services, autoscalers, budgets, pods)
-    for owner in modeldeployments.get((namespace, labels.get(LABEL_DEPLOYMENT)), ()):
-        await _reconcile("owned", owner, cluster, resolve=False)
+    back any hand edit of what we manage. Asked, not awaited (see coalesce.py)."""
+    owner = labels.get(LABEL_DEPLOYMENT)
+    if owner:
+        memo.owners.ask((namespace, owner))

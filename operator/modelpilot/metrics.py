@@ -81,6 +81,7 @@ class ObjectGauges:
 
     def record(self, namespace: str, name: str, phase: str, weight: int, step: int | None) -> None:
         key = (namespace, name)
+        self._move(self._phases.get(key), phase)
         self._phases[key] = phase
         CANARY_WEIGHT.labels(namespace=namespace, name=name).set(weight)
         if step is None:
@@ -88,23 +89,30 @@ class ObjectGauges:
         else:
             CANARY_STEP.labels(namespace=namespace, name=name).set(step)
             self._stepping.add(key)
-        self._count()
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        if self._phases.pop(key, None) is not None:
+        phase = self._phases.pop(key, None)
+        if phase is not None:
+            self._move(phase, None)
             CANARY_WEIGHT.remove(namespace, name)
         self._drop_step(key)
-        self._count()
 
     def _drop_step(self, key: tuple[str, str]) -> None:
         if key in self._stepping:
             self._stepping.discard(key)
             CANARY_STEP.remove(*key)
 
-    def _count(self) -> None:
-        for phase in PHASES:
-            MODELDEPLOYMENTS.labels(phase=phase).set(sum(p == phase for p in self._phases.values()))
+    @staticmethod
+    def _move(old: str | None, new: str | None) -> None:
+        """One object from phase `old` to `new` (None: not counted). By steps, not a recount of every
+        object: a reconcile's cost must not grow with the number of ModelDeployments."""
+        if old == new:
+            return
+        if old in PHASES:
+            MODELDEPLOYMENTS.labels(phase=old).dec()
+        if new in PHASES:
+            MODELDEPLOYMENTS.labels(phase=new).inc()
 
 
 def serve(address: str) -> None:

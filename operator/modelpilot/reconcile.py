@@ -23,6 +23,7 @@ from .api.base import seconds
 from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
+from .kube.secrets import SecretCache, SecretStore
 from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing, RegistryError
 from .registry.mlflow import Credentials, MlflowRegistry
@@ -44,6 +45,10 @@ from .traffic import ROUTERS, router_for
 
 log = logging.getLogger(__name__)
 API_VERSION = f"{GROUP}/{VERSION}"
+# What the operator reads of the Secrets ModelDeployments name; the cache keeps nothing else.
+SECRET_KEYS = Credentials.SECRET_KEYS + PrometheusAuth.SECRET_KEYS
+# How long a missing Secret is remembered: the first retry's backoff, so one created later is seen then.
+SECRET_MISS_SECONDS = 5.0
 
 
 class Lookup(Protocol):
@@ -77,6 +82,9 @@ class _Memory:
     generation: int = 0
     # The ModelDeployment was deleted while a reconcile held the lock.
     gone: bool = False
+    # The resourceVersion of the body the last reconcile started from, if it ended leaving nothing pending:
+    # no retry, no timer, no exception.
+    settled_at: str | None = None
 
     def newest(self, generation: int, resolution: Resolution | None) -> Resolution | None:
         """`resolution`, unless one asked later about the same generation was already planned with: an
@@ -99,7 +107,22 @@ class Reconciler:
             timeout_seconds=settings.registry_timeout_seconds,
         )
         self._kube = ThreadPool("kube", settings.kube_workers)
+        # Secrets are read as often as references are resolved, and shared like them: one GET of each per
+        # half interval however many ModelDeployments name it.
+        self.secrets = SecretCache(
+            self._read_secret,
+            SecretStore(settings.secret_cache_entries, ttl=settings.resolve_interval_seconds / 2, miss_ttl=SECRET_MISS_SECONDS),
+        )
         self._memory: dict[str, _Memory] = {}
+
+    async def _read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return await self._kube.run(objects.secret_fields, namespace, name, SECRET_KEYS)
+
+    async def _secret_data(self, namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, str] | None:
+        """The decoded values of `keys` in the Secret, None when it does not exist; SecretValueNotText when
+        one is not text."""
+        fields = await self.secrets.read(namespace, name)
+        return None if fields is None else objects.decode_keys(fields, keys)
 
     def forget(self, uid: str) -> None:
         """The ModelDeployment is gone. A reconcile still running for it drops its memory when it ends."""
@@ -115,13 +138,16 @@ class Reconciler:
         for uid in [uid for uid in self._memory if uid not in uids]:
             self.forget(uid)
 
-    async def reconcile(self, body: dict, cluster: Lookup, resolve: bool = True) -> Outcome | None:
+    async def reconcile(self, body: dict, cluster: Lookup, resolve: bool = True, resync: bool = False) -> Outcome | None:
         """Bring one ModelDeployment's owned objects and status in line with its spec.
 
         With resolve=False (an owned object changed) the registry is not asked if status already records
         what this generation's reference resolved to, so that pod churn does not turn into registry traffic.
-        Returns None when there was nothing to do: the object is being deleted (its owned objects go with
-        it), or the body is older than what was already handled.
+        With resync=True (the periodic pass) only the reference is asked again, unless the object is not
+        settled: events of owned objects and pods reconcile it when they change, so a settled object whose
+        reference still resolves to the same answer has nothing to do, and the pass costs no Kubernetes work
+        for it. Returns None when there was nothing to do: the object is being deleted (its owned objects go
+        with it), the body is older than what was already handled, or that resync.
         """
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
@@ -139,6 +165,9 @@ class Reconciler:
                 if memory.gone:
                     return None
                 status = memory.status or _parse_status(body.get("status"))
+                if resync and self._settled(memory, meta, generation, resolution, spec, status):
+                    return None
+                memory.settled_at = None
                 resolution = memory.newest(generation, resolution)
                 screened = _screen_image(spec, resolution, self.settings)
                 clock = time.time()
@@ -152,10 +181,24 @@ class Reconciler:
                     memory.status = outcome.status
                     if resolution is not None:
                         memory.resolution, memory.generation = resolution, generation
+                    if outcome.retry_because is None and outcome.requeue_after is None:
+                        memory.settled_at = meta.get("resourceVersion")
                 return outcome
         finally:
             if memory.gone and self._memory.get(uid) is memory and not memory.lock.locked():
                 del self._memory[uid]
+
+    @staticmethod
+    def _settled(memory: _Memory, meta: dict, generation: int, resolution: Resolution | None,
+                 spec: ModelDeploymentSpec | None, status: ModelDeploymentStatus) -> bool:  # fmt: skip
+        """Nothing changed since a reconcile that left nothing pending: the same body, and the same answer."""
+        return (
+            memory.settled_at is not None
+            and memory.settled_at == meta.get("resourceVersion")
+            and memory.generation == generation
+            and _same_answer(memory.resolution, resolution)
+            and not measurement_due(spec, status, time.time())
+        )
 
     async def _measure(self, meta: dict, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, clock: float) -> Measured:
         """Measure the canary under way, or the promoted version baking: every check over the last analysis
@@ -168,7 +211,7 @@ class Reconciler:
         secret = analysis.prometheus.credentials_secret
         if secret:
             try:
-                data = await self._kube.run(objects.secret_data, meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
+                data = await self._secret_data(meta["namespace"], secret, PrometheusAuth.SECRET_KEYS)
             except objects.SecretValueNotText as exc:
                 return Measured(clock, error=f"Secret {secret!r} named by the analysis' prometheus.credentialsSecret: {exc}")
             if data is None:
@@ -193,7 +236,7 @@ class Reconciler:
         if not secret:
             return None
         try:
-            data = await self._kube.run(objects.secret_data, namespace, secret, Credentials.SECRET_KEYS)
+            data = await self._secret_data(namespace, secret, Credentials.SECRET_KEYS)
         except objects.SecretValueNotText as exc:
             raise CredentialsSecretInvalid(f"Secret {secret!r} named by spec.mlflow.credentialsSecret: {exc}") from None
         if data is None:
@@ -227,6 +270,11 @@ def _new_rollback(before: ModelDeploymentStatus, after: ModelDeploymentStatus):
         return None
     earlier = before.rollout.history if before.rollout else []
     return None if earlier and earlier[-1] == history[-1] else history[-1]
+
+
+def _same_answer(a: Resolution | None, b: Resolution | None) -> bool:
+    """The same model, or the same failure, whenever either was asked."""
+    return a is not None and b is not None and (a.model, a.reason, a.message, a.retryable) == (b.model, b.reason, b.message, b.retryable)
 
 
 def _read_spec(body: dict) -> tuple[ModelDeploymentSpec | None, Resolution | None]:

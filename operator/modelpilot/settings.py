@@ -19,6 +19,8 @@ class Settings:
     # registry cannot starve the Kubernetes work.
     registry_workers: int = 8
     kube_workers: int = 8
+    # How many Secrets named by ModelDeployments are kept in memory between reads (see kube/secrets.py).
+    secret_cache_entries: int = 4096
     # Glob patterns the runtime image of every ModelDeployment must match; empty allows any image.
     allowed_images: tuple[str, ...] = ()
     # The Prometheus canary analysis asks when a ModelDeployment names none.
@@ -36,6 +38,7 @@ class Settings:
             registry_timeout_seconds=float(env.get("MODELPILOT_REGISTRY_TIMEOUT", defaults.registry_timeout_seconds)),
             registry_workers=int(env.get("MODELPILOT_REGISTRY_WORKERS", defaults.registry_workers)),
             kube_workers=int(env.get("MODELPILOT_KUBE_WORKERS", defaults.kube_workers)),
+            secret_cache_entries=int(env.get("MODELPILOT_SECRET_CACHE_ENTRIES", defaults.secret_cache_entries)),
             allowed_images=_patterns(env.get("MODELPILOT_ALLOWED_IMAGES", "")),
             prometheus_address=env.get("MODELPILOT_PROMETHEUS_ADDRESS") or None,
             package_index=env.get("MODELPILOT_PACKAGE_INDEX") or None,

@@ -254,3 +254,87 @@ def test_a_refused_apply_is_reported_in_status_and_an_event_and_retried(api):
     assert api["status"] and api["status"][-1]["phase"] == "Failed"
     assert (True, "ApplyFailed") in api["events"]
     assert outcome.retry_because == progressing.message
+
+
+def settled_body(version: str = "7") -> dict:
+    settled = body()
+    settled["metadata"]["resourceVersion"] = version
+    return settled
+
+
+def counting_converges(monkeypatch) -> list:
+    calls = []
+    real = reconcile._converge
+
+    def counted(*args):
+        calls.append(args[0]["metadata"].get("resourceVersion"))
+        return real(*args)
+
+    monkeypatch.setattr(reconcile, "_converge", counted)
+    return calls
+
+
+def test_a_resync_of_a_settled_object_asks_the_registry_and_does_nothing_more_while_the_answer_holds(api, monkeypatch):
+    converges = counting_converges(monkeypatch)
+
+    async def run():
+        registry = Registry()
+        reconciler = reconciler_with(registry)
+        registry.answers.put_nowait(Resolution(model=V1, asked=1))
+        await reconciler.reconcile(settled_body(), NothingLive())
+        registry.answers.put_nowait(Resolution(model=V1, asked=2))
+        same = await reconciler.reconcile(settled_body(), NothingLive(), resync=True)
+        registry.answers.put_nowait(Resolution(model=V2, asked=3))
+        moved = await reconciler.reconcile(settled_body(), NothingLive(), resync=True)
+        return registry.asked, same, moved
+
+    asked, same, moved = asyncio.run(run())
+    assert asked == 3
+    assert same is None and converges == ["7", "7"]
+    assert moved.status.model == V2 and served_versions(api["applied"])[-1] == "2"
+
+
+def test_a_resync_reconciles_in_full_after_a_change_of_the_body_or_a_failure_that_is_retried(api, monkeypatch):
+    converges = counting_converges(monkeypatch)
+
+    async def run():
+        registry = Registry()
+        reconciler = reconciler_with(registry)
+        registry.answers.put_nowait(Resolution(model=V1, asked=1))
+        await reconciler.reconcile(settled_body("7"), NothingLive())
+        registry.answers.put_nowait(Resolution(model=V1, asked=2))
+        await reconciler.reconcile(settled_body("8"), NothingLive(), resync=True)  # the body changed since
+        outage = Resolution.failed("RegistryUnreachable", "MLflow did not answer", retryable=True, asked=3)
+        for asked in range(2):
+            registry.answers.put_nowait(outage)
+        await reconciler.reconcile(settled_body("8"), NothingLive(), resync=True)  # a new answer
+        await reconciler.reconcile(settled_body("8"), NothingLive(), resync=True)  # the same, but retried
+
+    asyncio.run(run())
+    assert converges == ["7", "8", "8", "8"]
+
+
+def test_a_reconcile_that_failed_leaves_the_object_unsettled(api, monkeypatch):
+    converges, fail = [], {2}  # the second converge fails
+    real = reconcile._converge
+
+    def flaky(*args):
+        converges.append(args[0]["metadata"]["resourceVersion"])
+        if len(converges) in fail:
+            raise ConnectionError("the API server went away")
+        return real(*args)
+
+    monkeypatch.setattr(reconcile, "_converge", flaky)
+
+    async def run():
+        registry = Registry()
+        reconciler = reconciler_with(registry)
+        for asked in range(3):
+            registry.answers.put_nowait(Resolution(model=V1, asked=asked))
+        await reconciler.reconcile(settled_body(), NothingLive())
+        with pytest.raises(ConnectionError):
+            await reconciler.reconcile(settled_body(), NothingLive())
+        return await reconciler.reconcile(settled_body(), NothingLive(), resync=True)
+
+    assert asyncio.run(run()) is not None
+    assert converges == ["7", "7", "7"]

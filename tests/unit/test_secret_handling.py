@@ -42,7 +42,7 @@ def test_a_used_key_that_is_not_text_is_named_without_its_value(raw):
 
 
 class _Failing:
-    async def reconcile(self, body, cluster, resolve=True):
+    async def reconcile(self, body, cluster, resolve=True, resync=False):
         BINARY.decode()  # a UnicodeDecodeError: its repr holds every byte it was given
 
     def retain(self, uids):

@@ -155,12 +155,13 @@ class SecretValueNotText(ValueError):
     """A Secret value the operator reads is not UTF-8 text. Says which key, never what the value holds."""
 
 
-def secret_data(namespace: str, name: str, keys: Iterable[str]) -> dict[str, str] | None:
-    """The values of `keys` the Secret has, decoded; None when the Secret does not exist."""
+def secret_fields(namespace: str, name: str, keys: Iterable[str]) -> dict[str, str] | None:
+    """The values of `keys` the Secret has, still base64-encoded; None when the Secret does not exist."""
     body = get("v1", "Secret", namespace, name)
     if body is None:
         return None
-    return decode_keys(body.get("data") or {}, keys)
+    data = body.get("data") or {}
+    return {key: data[key] for key in keys if key in data}
 
 
 def decode_keys(data: dict[str, str], keys: Iterable[str]) -> dict[str, str]:
