@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import install_crd, leak_checked, start_operator  # noqa: E402
+from bench.common import install_crd, leak_checked, memory_mib, start_operator  # noqa: E402
 from tests.cluster.images import ensure_images  # noqa: E402
 from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
 from tests.support.load import Load  # noqa: E402
@@ -86,9 +86,8 @@ class Series:
 
 def memory_and_fds(pid: int) -> tuple[float, int] | None:
     try:
-        rss = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-        return (int(rss.group(1)) / 1024 if rss else 0.0), len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
+        return memory_mib(pid)[0], len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, KeyError):
         return None  # gone between listing and reading
 
 
