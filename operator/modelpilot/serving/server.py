@@ -45,6 +45,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
 from .environments import environment_python
+from .fast_path import CONTENT_TYPE as FAST_CONTENT_TYPE
+from .fast_path import FastPath
 from .metrics import Identity, ServingMetrics
 from .open_inference import OpenInference, is_infer
 from .request_log import PROTOCOL_MLFLOW, RequestLog
@@ -81,12 +83,16 @@ class InstrumentedModel:
         except Exception:
             self._errors.inc()
             raise
+        self.observe(data)
+        return result
+
+    def observe(self, data: Any) -> None:
+        """Feed the rows of a scored request to the drift monitor."""
         if self._drift is not None:
             try:
                 self._drift.observe(data)
             except Exception:  # drift is advisory: never fail a scored request because of it
                 log.exception("drift: failed to profile a request; continuing")
-        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -117,6 +123,7 @@ class ServingApp:
         self.request_log = request_log  # a sampled share of scoring requests, logged (serving/request_log/)
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
+        self.fast_path: FastPath | None = None  # common /invocations requests, answered without MLflow's app
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
@@ -158,6 +165,7 @@ class ServingApp:
         from mlflow.pyfunc import scoring_server
 
         self.model = InstrumentedModel(model, self.metrics, drift)
+        self.fast_path = FastPath.for_model(model)
         scoring = scoring_server.init(self.model)
         self.timeout = _take_over_timeout(scoring)
         scoring.add_exception_handler(RecursionError, _too_deeply_nested)
@@ -278,14 +286,40 @@ class ServingApp:
                 send, 415, _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}")
             )
         elif self.timeout is None:
-            await self.scoring(scope, receive, send)
+            await self._score(scope, receive, send)
         else:
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.scoring(scope, receive, send)
+                    await self._score(scope, receive, send)
             except TimeoutError:
                 if not exchange.started:
                     await _respond(send, 504, b"Request processing time exceeded limit")
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path's answer when it has one; otherwise MLflow's app answers from the start."""
+        if self.fast_path is None or scope["method"] != "POST" or _content_type(scope) != FAST_CONTENT_TYPE:
+            await self.scoring(scope, receive, send)
+            return
+        messages, body = await _read_body(receive)
+        if body is not None:
+            answer = await asyncio.to_thread(self._fast_answer, body)
+            if answer is not None:
+                await _respond_as_mlflow(send, answer)
+                return
+        await self.scoring(scope, _replayed(messages, receive), send)
+
+    def _fast_answer(self, body: bytes) -> bytes | None:
+        """MLflow's answer to `body` through the fast path, or None to let MLflow's app answer."""
+        fast = self.fast_path
+        frame = fast.frame(body)
+        if frame is None:
+            return None
+        try:
+            answer = fast.answer(fast.predict(frame))
+        except Exception:  # MLflow's app scores it again and answers the error its own way
+            return None
+        self.model.observe(frame)
+        return answer
 
 
 class _Exchange:
@@ -413,6 +447,50 @@ def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
         (b"modelpilot-track", identity.track),
     )
     return [(name, urllib.parse.quote(value, safe=_HEADER_SAFE).encode()) for name, value in named if value]
+
+
+def _content_type(scope: Scope) -> bytes | None:
+    """The first Content-Type header, as Starlette's ``request.headers.get`` reads it."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value
+    return None
+
+
+async def _read_body(receive: Receive) -> tuple[list[dict[str, Any]], bytes | None]:
+    """The messages received and the whole body, or None as the body if the client left first."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        if not message.get("more_body", False):
+            return messages, b"".join(m.get("body", b"") for m in messages)
+
+
+def _replayed(messages: list[dict[str, Any]], receive: Receive) -> Receive:
+    """`receive` that hands out `messages` again first, so another app reads the request from its start."""
+    pending = list(messages)
+
+    async def replay() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _respond_as_mlflow(send: Send, body: bytes) -> None:
+    """A 200 JSON answer with the headers MLflow's app (a Starlette Response) sends, in its order."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _has_content_type(scope: Scope) -> bool:
