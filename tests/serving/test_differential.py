@@ -28,6 +28,7 @@ from modelpilot.serving.server import ServingApp
 
 JSON = "application/json"
 COLUMNS = ["f0", "f1", "f2", "f3"]
+REQ = ["mlflow"]  # saves MLflow inferring the requirements in a subprocess: these models never leave
 
 
 class Mixed:
@@ -52,11 +53,13 @@ def _train(tmp_path_factory):
     root = tmp_path_factory.mktemp("differential")
     paths = {}
     paths["double"] = root / "double"
-    mlflow.sklearn.save_model(clf, paths["double"], signature=infer_signature(X, clf.predict(X)))
+    mlflow.sklearn.save_model(clf, paths["double"], signature=infer_signature(X, clf.predict(X)), pip_requirements=REQ)
     paths["unsigned"] = root / "unsigned"
-    mlflow.sklearn.save_model(clf, paths["unsigned"])
+    mlflow.sklearn.save_model(clf, paths["unsigned"], pip_requirements=REQ)
     paths["tensor"] = root / "tensor"
-    mlflow.sklearn.save_model(clf, paths["tensor"], signature=infer_signature(X.to_numpy(), clf.predict(X)))
+    mlflow.sklearn.save_model(
+        clf, paths["tensor"], signature=infer_signature(X.to_numpy(), clf.predict(X)), pip_requirements=REQ
+    )
 
     class MixedModel(PythonModel):
         def predict(self, context, model_input, params=None):
@@ -64,10 +67,14 @@ def _train(tmp_path_factory):
 
     frame = pd.DataFrame({"amount": [1.5, 2.0], "count": [1, 2]})
     paths["mixed"] = root / "mixed"
-    mlflow.pyfunc.save_model(paths["mixed"], python_model=MixedModel(), signature=infer_signature(frame, [1.0, 2.0]))
+    mlflow.pyfunc.save_model(
+        paths["mixed"], python_model=MixedModel(), signature=infer_signature(frame, [1.0, 2.0]), pip_requirements=REQ
+    )
     frame = pd.DataFrame({"amount": [1.5, 2.0], "kind": ["a", "b"]})
     paths["strings"] = root / "strings"
-    mlflow.pyfunc.save_model(paths["strings"], python_model=MixedModel(), signature=infer_signature(frame, [1.0]))
+    mlflow.pyfunc.save_model(
+        paths["strings"], python_model=MixedModel(), signature=infer_signature(frame, [1.0]), pip_requirements=REQ
+    )
     return {name: mlflow.pyfunc.load_model(str(path)) for name, path in paths.items()}, X
 
 

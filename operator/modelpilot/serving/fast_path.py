@@ -33,6 +33,8 @@ CONTENT_TYPE = b"application/json"
 # Integers a double column holds exactly: pandas casts them to float64 without rounding.
 _EXACT_IN_DOUBLE = 2**53
 _INT64 = (-(2**63), 2**63 - 1)
+# A parsed request: its column names (the signature's order when there is one) and its checked rows.
+Parsed = tuple[list[str], list[list[Any]]]
 
 
 class FastPath:
@@ -93,8 +95,8 @@ class FastPath:
 
     # -- parsing ------------------------------------------------------------------------------------
 
-    def frame(self, body: bytes) -> Any:
-        """The DataFrame the model would be handed for `body`, or None if MLflow's code must decide."""
+    def parse(self, body: bytes) -> Parsed | None:
+        """The checked columns and rows of `body`, or None if MLflow's code must decide."""
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
@@ -108,7 +110,22 @@ class FastPath:
             return self._records(value)
         return None
 
-    def _split(self, value: Any) -> Any:
+    def frame(self, body: bytes) -> Any:
+        """The DataFrame the model would be handed for `body`, or None if MLflow's code must decide."""
+        parsed = self.parse(body)
+        return None if parsed is None else self.build(*parsed)
+
+    def build(self, columns: list[str], rows: list[list[Any]]) -> Any:
+        """The DataFrame of checked rows (from `parse`, or several of them with the same columns)."""
+        if self._all_double or self._names is None:
+            return self._frame(np.array(rows, dtype=np.float64), columns=columns if self._columns is None else self._columns)
+        data = {
+            name: np.array(values, dtype=np.float64 if kind == "double" else np.int64)
+            for name, kind, values in zip(self._names, self._kinds, zip(*rows))
+        }
+        return self._frame(data, columns=self._columns)
+
+    def _split(self, value: Any) -> Parsed | None:
         if type(value) is not dict or len(value) != 2:
             return None
         columns, rows = value.get("columns"), value.get("data")
@@ -126,9 +143,9 @@ class FastPath:
             at = {name: i for i, name in enumerate(columns)}
             order = [at[name] for name in self._names]
             rows = [[row[i] for i in order] for row in rows]
-        return self._build(rows)
+        return self._checked(rows)
 
-    def _records(self, records: Any) -> Any:
+    def _records(self, records: Any) -> Parsed | None:
         if type(records) is not list or not records:
             return None
         names = self._names
@@ -141,34 +158,26 @@ class FastPath:
                 rows.append([record[name] for name in names])
             except KeyError:
                 return None
-        return self._build(rows)
+        return self._checked(rows)
 
-    def _build(self, rows: list[list[Any]]) -> Any:
-        """Signature-ordered rows, checked value by value, as enforcement's DataFrame."""
-        kinds = self._kinds
+    def _checked(self, rows: list[list[Any]]) -> Parsed | None:
+        """Signature-ordered rows if every value is one its column's type holds exactly."""
         if self._all_double:
             for row in rows:
                 for v in row:
                     if type(v) is not float and not (type(v) is int and -_EXACT_IN_DOUBLE <= v <= _EXACT_IN_DOUBLE):
                         return None
-            return self._frame(np.array(rows, dtype=np.float64), columns=self._columns)
-        columns = {}
-        for name, kind, values in zip(self._names, kinds, zip(*rows)):
-            if kind == "double":
-                ok = all(
-                    type(v) is float or (type(v) is int and -_EXACT_IN_DOUBLE <= v <= _EXACT_IN_DOUBLE)
-                    for v in values
-                )
-                dtype = np.float64
-            else:
-                ok = all(type(v) is int and _INT64[0] <= v <= _INT64[1] for v in values)
-                dtype = np.int64
-            if not ok:
-                return None
-            columns[name] = np.array(values, dtype=dtype)
-        return self._frame(columns, columns=self._columns)
+            return self._names, rows
+        for row in rows:
+            for kind, v in zip(self._kinds, row):
+                if kind == "double":
+                    if type(v) is not float and not (type(v) is int and -_EXACT_IN_DOUBLE <= v <= _EXACT_IN_DOUBLE):
+                        return None
+                elif not (type(v) is int and _INT64[0] <= v <= _INT64[1]):
+                    return None
+        return self._names, rows
 
-    def _unsigned(self, columns: list[Any], rows: list[Any]) -> Any:
+    def _unsigned(self, columns: list[Any], rows: list[Any]) -> Parsed | None:
         """Without a signature MLflow hands the model pandas' own frame; for named float columns it is
         one float64 block with those names."""
         width = len(columns)
@@ -180,7 +189,7 @@ class FastPath:
             for v in row:
                 if type(v) is not float:
                     return None
-        return self._frame(np.array(rows, dtype=np.float64), columns=columns)
+        return columns, rows
 
     # -- scoring ------------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
+from .batching import Batcher, score_one
 from .environments import environment_python
 from .fast_path import CONTENT_TYPE as FAST_CONTENT_TYPE
 from .fast_path import FastPath
@@ -112,6 +113,8 @@ class ServingApp:
         stack_traces: bool = False,
         on_fatal: Callable[[], None] | None = None,
         request_log: RequestLog | None = None,
+        max_batch_size: int = 1,
+        max_batch_wait: float = 0.002,
     ) -> None:
         self.model_dir = model_dir
         self.metrics = metrics
@@ -124,6 +127,9 @@ class ServingApp:
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
         self.fast_path: FastPath | None = None  # common /invocations requests, answered without MLflow's app
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait = max_batch_wait
+        self.batcher: Batcher | None = None  # fast-path requests scored together (--max-batch-size > 1)
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
@@ -166,6 +172,10 @@ class ServingApp:
 
         self.model = InstrumentedModel(model, self.metrics, drift)
         self.fast_path = FastPath.for_model(model)
+        if self.fast_path is not None and self.max_batch_size > 1:
+            self.batcher = Batcher(
+                self.fast_path, self.model.observe, max_size=self.max_batch_size, max_wait=self.max_batch_wait
+            )
         scoring = scoring_server.init(self.model)
         self.timeout = _take_over_timeout(scoring)
         scoring.add_exception_handler(RecursionError, _too_deeply_nested)
@@ -300,9 +310,19 @@ class ServingApp:
         if self.fast_path is None or scope["method"] != "POST" or _content_type(scope) != FAST_CONTENT_TYPE:
             await self.scoring(scope, receive, send)
             return
-        messages, body = await _read_body(receive)
+        batcher = self.batcher
+        if batcher is not None:  # tells the batcher to wait for this request's body
+            batcher.arriving += 1
+        try:
+            messages, body = await _read_body(receive)
+        finally:
+            if batcher is not None:
+                batcher.arriving -= 1
         if body is not None:
-            answer = await asyncio.to_thread(self._fast_answer, body)
+            if batcher is not None:
+                answer = await batcher.answer(body)
+            else:
+                answer = await asyncio.to_thread(self._fast_answer, body)
             if answer is not None:
                 await _respond_as_mlflow(send, answer)
                 return
@@ -310,16 +330,8 @@ class ServingApp:
 
     def _fast_answer(self, body: bytes) -> bytes | None:
         """MLflow's answer to `body` through the fast path, or None to let MLflow's app answer."""
-        fast = self.fast_path
-        frame = fast.frame(body)
-        if frame is None:
-            return None
-        try:
-            answer = fast.answer(fast.predict(frame))
-        except Exception:  # MLflow's app scores it again and answers the error its own way
-            return None
-        self.model.observe(frame)
-        return answer
+        parsed = self.fast_path.parse(body)
+        return None if parsed is None else score_one(self.fast_path, self.model.observe, parsed)
 
 
 class _Exchange:
@@ -567,11 +579,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
         help="debug also keeps MLflow's stack_trace (the server's files and code) in error bodies",
     )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="score up to this many requests that arrive together in one predict call (default 1: off)",
+    )
+    parser.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a batch waits for requests still arriving, at most (default 2 ms)",
+    )
     add_request_log_arguments(parser)
     args = parser.parse_args(argv)
     check_request_log_arguments(parser, args)
     if args.drift_window < 1 or args.drift_min_rows < 1:
         parser.error("--drift-window and --drift-min-rows must be positive")
+    if args.max_batch_size < 1 or not 0 <= args.max_batch_wait_ms <= 1000:
+        parser.error("--max-batch-size must be positive and --max-batch-wait-ms between 0 and 1000")
     return args
 
 
@@ -593,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         drift=not args.no_drift,
         stack_traces=args.log_level == "debug",
         request_log=request_log_from_args(args, metrics),
+        max_batch_size=args.max_batch_size,
+        max_batch_wait=args.max_batch_wait_ms / 1000,
     )
     config = uvicorn.Config(
         app,
