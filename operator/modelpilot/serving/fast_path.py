@@ -134,7 +134,9 @@ class FastPath:
         if self._names is None:
             return self._unsigned(columns, rows)
         width = len(self._names)
-        if len(columns) != width or set(columns) != set(self._names) or len(set(columns)) != width:
+        if len(columns) != width or not all(type(name) is str for name in columns):
+            return None
+        if set(columns) != set(self._names) or len(set(columns)) != width:
             return None
         for row in rows:
             if type(row) is not list or len(row) != width:
