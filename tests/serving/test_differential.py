@@ -299,12 +299,14 @@ def requests(draw, names: list[str]):
     if draw(st.booleans()):
         columns = draw(st.permutations(columns))
     if draw(st.integers(0, 4)) == 4:
-        columns = draw(st.lists(st.sampled_from([*names, "extra", "f9"]), max_size=len(names) + 1))
+        odd = st.sampled_from([0, None, ["f0"], {"f0": 1}])
+        columns = draw(st.lists(st.sampled_from([*names, "extra", "f9"]) | odd, max_size=len(names) + 1))
     cell = values if draw(st.integers(0, 3)) == 3 else plain
     rows = draw(st.lists(st.lists(cell, min_size=len(columns), max_size=len(columns)), min_size=0, max_size=4))
     # Each column's plain values apart from every other column's, so a value scored under the wrong
     # column changes the answer even when the drawn values are all alike.
-    rows = [[v + _offset(c) if type(v) is float and math.isfinite(v) else v for c, v in zip(columns, r)] for r in rows]
+    rows = [[v + _offset(str(c)) if type(v) is float and math.isfinite(v) else v for c, v in zip(columns, r)] for r in rows]
+    keys = [c if isinstance(c, str) else json.dumps(c) for c in columns]  # JSON object keys are text
     if rows and draw(st.integers(0, 6)) == 6:
         rows[-1] = rows[-1][:-1]
     fmt = draw(st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "inputs-columns"]))
@@ -314,9 +316,9 @@ def requests(draw, names: list[str]):
             inner["index"] = list(range(len(rows)))
         document = {"dataframe_split": inner}
     elif fmt == "inputs-columns":
-        document = {"inputs": {c: [r[i] for r in rows if i < len(r)] for i, c in enumerate(columns)}}
+        document = {"inputs": {c: [r[i] for r in rows if i < len(r)] for i, c in enumerate(keys)}}
     else:
-        document = {fmt: [dict(zip(columns, r)) for r in rows]}
+        document = {fmt: [dict(zip(keys, r)) for r in rows]}
     if draw(st.integers(0, 10)) == 10:
         document["params"] = {"threshold": 0.5}
     body = json.dumps(document, allow_nan=True).encode()
