@@ -183,3 +183,17 @@ def test_split_rows_gives_pandas_predictions_the_index_of_a_request_alone():
     _, rest = split_rows(frame, [1, 2])
     pd.testing.assert_frame_equal(rest, pd.DataFrame({"a": [2, 3], "b": [5, 6]}))
     assert split_rows(pd.Series([1.0, 2.0], index=[5, 6]), [1, 1]) is None
+
+
+def test_the_batching_flags(tmp_path, monkeypatch):
+    from modelpilot.serving import server, termination
+
+    args = server.parse_args(["--max-batch-size", "64", "--max-batch-wait-ms", "0.5"])
+    assert (args.max_batch_size, args.max_batch_wait_ms) == (64, 0.5)
+    assert (server.parse_args([]).max_batch_size, server.parse_args([]).max_batch_wait_ms) == (1, 2.0)
+    monkeypatch.setattr(termination, "TERMINATION_LOG", str(tmp_path / "termination-log"))
+    for wrong in (["--max-batch-size", "0"], ["--max-batch-wait-ms", "-1"], ["--max-batch-wait-ms", "5000"]):
+        with pytest.raises(SystemExit) as exited:
+            server.parse_args(wrong)
+        assert exited.value.code == 2
+        assert "--max-batch-size must be positive" in (tmp_path / "termination-log").read_text()
