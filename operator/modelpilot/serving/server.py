@@ -17,6 +17,10 @@
   server error;
 - answers JSON nested too deeply for MLflow's parser 400, and leaves MLflow's ``stack_trace`` (the
   server's files and code) out of error bodies unless logging is at debug level;
+- answers the commonest ``/invocations`` request (JSON rows of numbers for a signature of numeric
+  columns) through a fast path that gives MLflow's exact answer without its per-column work
+  (``fast_path``), and with ``--max-batch-size`` scores such requests that arrive together in one
+  ``predict`` call (``batching``); every other request is MLflow's app's;
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
   the drift monitor;
 - when asked (``--log-requests-fraction``), logs a sampled share of scoring requests with their answers
