@@ -1,19 +1,27 @@
 """Serving benchmark: modelpilot's model server against `mlflow models serve`, same model, same load.
 
-    .venv/bin/python bench/serve_bench.py [--seconds 15] [--concurrency 4] [--rows 10] [--rounds 2]
+    .venv/bin/python bench/serve_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32]
 
 Starts a throwaway MLflow tracking server on loopback, trains and registers a small scikit-learn model
-with a baseline profile, then serves that version twice:
+with a baseline profile, then serves that version three times, each one uvicorn worker process:
 
-- baseline: ``mlflow models serve -m models:/<name>/<version> --env-manager local`` (MLflow's defaults:
-  one uvicorn worker);
+- baseline: ``mlflow models serve -m models:/<name>/<version> --env-manager local`` (MLflow's defaults);
 - ours: ``python -m modelpilot.serving.server`` on the directory ``modelpilot.serving.fetch`` downloaded,
-  with metrics and drift on (the defaults).
+  with metrics and drift on (the defaults);
+- ours, batching: the same with ``--max-batch-size <batch-size>``.
 
-Each is loaded in turn by a separate load-generator process on 127.0.0.1 (closed loop: ``concurrency``
-keep-alive connections, each sending the next request when the previous answer arrives) for a fixed
-time after a warm-up, alternating baseline/ours for ``rounds`` rounds. It prints requests/s and p50/p99
-latency of each and the ratios ours/baseline (medians over rounds). Nothing else is contacted.
+Two scenarios, each a closed loop of keep-alive connections from a separate load-generator process on
+127.0.0.1 (each connection sends the next request when the previous answer arrives), after a warm-up:
+
+- 4 connections: baseline against ours (target: throughput >= 1.5x, p99 <= 1.0x);
+- 32 connections: baseline against ours with batching (target: throughput >= 3x, p99 <= 1.0x).
+
+Servers alternate within each scenario and round. It also measures the physical bound: the same
+model's predict function, in a process of its own, on the same rows (one request's rows per call, and
+a batch's rows per call), scored back to back. It prints every round, then per server the throughput
+(all rounds' requests over their measured time) and p50/p99 latency (all rounds' latencies pooled), the
+ratios to the baseline with their range over rounds, the gap to the bound, and whether the targets were
+met. Nothing else is contacted.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,26 +71,57 @@ print(info.registered_model_version)
 # --------------------------------------------------------------------------------------------------
 
 
-def load(url: str, payload: bytes, concurrency: int, warmup: float, seconds: float) -> dict:
-    import httpx
+def _exchange(sock: socket.socket, request: bytes, pending: bytearray) -> int:
+    """Send one request on a keep-alive connection and read its whole answer; the status code."""
+    sock.sendall(request)
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        pending += chunk
+    head, _, _ = bytes(pending).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    end = len(head) + 4 + length
+    while len(pending) < end:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        pending += chunk
+    del pending[:end]
+    return status
 
+
+def load(url: str, payload: bytes, concurrency: int, warmup: float, seconds: float) -> dict:
+    """Closed-loop load on raw keep-alive sockets: the client's own cost per request stays a few tens of
+    microseconds, so 32 connections measure the server rather than an HTTP client library."""
+    host, port = url.removeprefix("http://").split(":")
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     start_measure = time.perf_counter() + warmup
     stop_at = start_measure + seconds
-    headers = {"Content-Type": "application/json"}
 
     def worker(i: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pending = bytearray()
             while True:
                 t0 = time.perf_counter()
                 if t0 >= stop_at:
                     return
-                response = client.post("/invocations", content=payload, headers=headers)
+                status = _exchange(sock, request, pending)
                 t1 = time.perf_counter()
                 if t0 >= start_measure:
                     latencies[i].append(t1 - t0)
-                    if response.status_code != 200:
+                    if status != 200:
                         errors[i] += 1
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
@@ -90,26 +131,62 @@ def load(url: str, payload: bytes, concurrency: int, warmup: float, seconds: flo
         thread.join()
     flat = sorted(x for per in latencies for x in per)
     if not flat:
-        return {"requests": 0, "errors": sum(errors), "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0}
-
-    def pct(p: float) -> float:
-        return flat[min(len(flat) - 1, int(round(p / 100 * (len(flat) - 1))))] * 1000
-
+        return {"requests": 0, "errors": sum(errors), "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "latencies_ms": []}
     return {
         "requests": len(flat),
         "errors": sum(errors),
         "rps": len(flat) / seconds,
-        "p50_ms": pct(50),
-        "p99_ms": pct(99),
+        "p50_ms": percentile(flat, 0.5) * 1000,
+        "p99_ms": percentile(flat, 0.99) * 1000,
         "latencies_ms": [round(x * 1000, 3) for x in flat],
     }
 
 
-def run_load(url: str, payload_file: Path, args: argparse.Namespace) -> dict:
-    cmd = [PYTHON, __file__, "_load", url, str(payload_file), str(args.concurrency), str(args.warmup), str(args.seconds)]
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_load(url: str, payload_file: Path, concurrency: int, args: argparse.Namespace) -> dict:
+    cmd = [PYTHON, __file__, "_load", url, str(payload_file), str(concurrency), str(args.warmup), str(args.seconds)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=args.warmup + args.seconds + 120)
     if result.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------------
+# The physical bound (runs in its own process)
+# --------------------------------------------------------------------------------------------------
+
+
+def bound(model_dir: str, payload: bytes, batch: int, seconds: float) -> dict:
+    """Requests per second the model's own predict function sustains on the request's rows, called back
+    to back in one thread: one request's rows per call, and `batch` requests' rows per call."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(model_dir)
+    split = json.loads(payload)["dataframe_split"]
+    frame = pd.DataFrame(split["data"], columns=split["columns"], dtype="float64")
+    batched = pd.concat([frame] * batch, ignore_index=True)
+
+    def rate(data, requests_per_call: int) -> float:
+        for _ in range(50):
+            model._predict_fn(data)
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            model._predict_fn(data)
+            calls += 1
+        return calls * requests_per_call / (time.perf_counter() - started)
+
+    return {"one": rate(frame, 1), "batched": rate(batched, batch)}
+
+
+def run_bound(model_dir: Path, payload_file: Path, args: argparse.Namespace) -> dict:
+    cmd = [PYTHON, __file__, "_bound", str(model_dir), str(payload_file), str(args.batch_size), str(args.seconds / 2)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+    if result.returncode != 0:
+        raise RuntimeError(f"bound measurement failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -118,16 +195,12 @@ def run_load(url: str, payload_file: Path, args: argparse.Namespace) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each run")
-    parser.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive connections")
     parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
-    parser.add_argument("--rounds", type=int, default=2, help="baseline/ours alternations")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
+    parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching server")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
-    parser.add_argument(
-        "--also", action="append", default=[], metavar="ARGS",
-        help="also measure ours started with these extra server arguments (e.g. --also=--no-drift)",
-    )  # fmt: skip
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="modelpilot-bench-"))
@@ -173,85 +246,82 @@ def main() -> int:
         if fetched.returncode != 0:
             raise RuntimeError(fetched.stderr)
 
-        base_port, ours_port = free_port(), free_port()
-        baseline = start_process(
-            [shutil.which("mlflow", path=os.path.dirname(PYTHON)) or "mlflow", "models", "serve", "-m", model_uri,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(base_port)],
-            env, tmp / "baseline.log",
-        )  # fmt: skip
-        procs.append(baseline)
-        ours = start_process(
-            [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
-             "--port", str(ours_port)],
-            {**env, "MODELPILOT_DEPLOYMENT": "bench", "MODELPILOT_MODEL_VERSION": version, "MODELPILOT_TRACK": "stable"},
-            tmp / "ours.log",
-        )  # fmt: skip
-        procs.append(ours)
-        base_url, ours_url = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{ours_port}"
-        targets = [("baseline", base_url), ("ours", ours_url)]
-        waiting = {"ours": ours}
-        for extra in args.also:
-            extra_port = free_port()
-            procs.append(
-                start_process(
-                    [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir), "--host", "127.0.0.1",
-                     "--port", str(extra_port), *extra.split()],
-                    env, tmp / f"ours-{extra_port}.log",
-                )  # fmt: skip
-            )
-            targets.append((f"ours {extra}", f"http://127.0.0.1:{extra_port}"))
-            waiting[targets[-1][0]] = procs[-1]
-        wait_http_ok(f"{base_url}/ping", baseline, None, 180)
-        for name, url in targets[1:]:
-            wait_http_ok(f"{url}/ready", waiting[name], None, 180)
+        labels = {"MODELPILOT_DEPLOYMENT": "bench", "MODELPILOT_MODEL_VERSION": version, "MODELPILOT_TRACK": "stable"}
+        servers = {
+            "mlflow models serve": [shutil.which("mlflow", path=os.path.dirname(PYTHON)) or "mlflow", "models",
+                                    "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1"],
+            "modelpilot": [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
+                           "--host", "127.0.0.1"],
+            "modelpilot, batching": [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
+                                     "--host", "127.0.0.1", "--max-batch-size", str(args.batch_size)],
+        }  # fmt: skip
+        urls = {}
+        for name, cmd in servers.items():
+            port = free_port()
+            procs.append(start_process([*cmd, "--port", str(port)], {**env, **labels}, tmp / f"{port}.log"))
+            urls[name] = f"http://127.0.0.1:{port}"
+            probe = "/ping" if name == "mlflow models serve" else "/ready"
+            wait_http_ok(f"{urls[name]}{probe}", procs[-1], tmp / f"{port}.log", 180)
 
+        baseline = "mlflow models serve"
+        scenarios = [(4, [baseline, "modelpilot"], 1.5), (32, [baseline, "modelpilot, batching"], 3.0)]
         print(
-            f"load: {args.concurrency} connections, {args.rows} rows/request, {args.warmup:g}s warm-up + "
-            f"{args.seconds:g}s measured, {args.rounds} rounds",
+            f"{args.rows} rows/request, {args.warmup:g}s warm-up + {args.seconds:g}s measured per run, "
+            f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}",
             flush=True,
         )
-        results: dict[str, list[dict]] = {name: [] for name, _ in targets}
+        results: dict[tuple[int, str], list[dict]] = {}
         for round_no in range(args.rounds):
-            # Alternate the order so neither server always runs right after the other's load.
-            for name, url in targets if round_no % 2 == 0 else targets[::-1]:
-                figures = run_load(url, payload_file, args)
-                results[name].append(figures)
-                print(
-                    f"  round {round_no + 1} {name:20s} {figures['rps']:8.1f} req/s  p50 {figures['p50_ms']:6.2f} ms"
-                    f"  p99 {figures['p99_ms']:6.2f} ms  errors {figures['errors']}",
-                    flush=True,
-                )
+            for concurrency, names, _ in scenarios:
+                # Alternate the order so neither server always runs right after the other's load.
+                for name in names if round_no % 2 == 0 else names[::-1]:
+                    figures = run_load(urls[name], payload_file, concurrency, args)
+                    results.setdefault((concurrency, name), []).append(figures)
+                    print(
+                        f"  round {round_no + 1} {concurrency:2d} conn {name:22s} {figures['rps']:8.1f} req/s"
+                        f"  p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms"
+                        f"  errors {figures['errors']}",
+                        flush=True,
+                    )
+        limit = run_bound(model_dir, payload_file, args)
 
-        # Proof that ours measured with metrics and drift on.
+        # Proof that the servers measured had metrics and drift on.
         import httpx
 
-        scraped = httpx.get(f"{ours_url}/metrics", timeout=10).text
-        drift_on = "modelpilot_drift_score{" in scraped
-
-        def median(name: str, key: str) -> float:
-            """Throughput: total over all rounds; percentiles: over the latencies of all rounds pooled."""
-            runs = results[name]
-            if key == "rps":
-                return sum(r["requests"] for r in runs) / (args.seconds * len(runs))
-            pooled = sorted(x for r in runs for x in r["latencies_ms"])
-            q = 0.5 if key == "p50_ms" else 0.99
-            return pooled[min(len(pooled) - 1, int(round(q * (len(pooled) - 1))))]
-
-        b_rps, o_rps = median("baseline", "rps"), median("ours", "rps")
-        b_p50, o_p50 = median("baseline", "p50_ms"), median("ours", "p50_ms")
-        b_p99, o_p99 = median("baseline", "p99_ms"), median("ours", "p99_ms")
-        print()
-        print(f"{'':28s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
-        print(f"{'mlflow models serve':28s}{b_rps:10.1f}{b_p50:10.2f}{b_p99:10.2f}")
-        print(f"{'modelpilot (metrics+drift)':28s}{o_rps:10.1f}{o_p50:10.2f}{o_p99:10.2f}")
-        for name, _ in targets[2:]:
-            print(f"{name[:28]:28s}{median(name, 'rps'):10.1f}{median(name, 'p50_ms'):10.2f}{median(name, 'p99_ms'):10.2f}")
-        print(
-            f"{'ratio ours/baseline':28s}{o_rps / b_rps:10.3f}{o_p50 / b_p50:10.3f}{o_p99 / b_p99:10.3f}"
+        drift_on = all(
+            "modelpilot_drift_score{" in httpx.get(f"{urls[name]}/metrics", timeout=10).text
+            for name in ("modelpilot", "modelpilot, batching")
         )
-        print(f"drift exported during the run: {drift_on}")
-        target = o_rps >= b_rps and o_p99 <= 1.1 * b_p99
-        print(f"target (throughput >= 1.0x, p99 <= 1.1x baseline): {'met' if target else 'MISSED'}")
+
+        def pooled(key: tuple[int, str]) -> tuple[float, float, float]:
+            runs = results[key]
+            latencies = sorted(x for r in runs for x in r["latencies_ms"])
+            rps = sum(r["requests"] for r in runs) / (args.seconds * len(runs))
+            return rps, percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+        def spread(values: list[float]) -> str:
+            return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+        print()
+        met_all = True
+        for concurrency, (base, ours), target in [(c, names, t) for c, names, t in scenarios]:
+            b, o = pooled((concurrency, base)), pooled((concurrency, ours))
+            rps_ratios = [r["rps"] / rb["rps"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
+            p99_ratios = [r["p99_ms"] / rb["p99_ms"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
+            print(f"{concurrency} connections{'':16s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
+            print(f"  {base:26s}{b[0]:10.1f}{b[1]:10.2f}{b[2]:10.2f}")
+            print(f"  {ours:26s}{o[0]:10.1f}{o[1]:10.2f}{o[2]:10.2f}")
+            print(f"  {'ratio (pooled)':26s}{o[0] / b[0]:10.2f}{o[1] / b[1]:10.2f}{o[2] / b[2]:10.2f}")
+            print(f"  per-round ratios, median (min-max): throughput {spread(rps_ratios)}, p99 {spread(p99_ratios)}")
+            met = o[0] >= target * b[0] and o[2] <= b[2]
+            met_all = met_all and met
+            print(f"  target (throughput >= {target:g}x, p99 <= 1.0x): {'met' if met else 'MISSED'}")
+            bound_rps = limit["one"] if concurrency == 4 else limit["batched"]
+            what = "one request's rows" if concurrency == 4 else f"{args.batch_size} requests' rows"
+            print(f"  bound: in-process predict on {what} per call {bound_rps:10.1f} req/s; ours at {o[0] / bound_rps:.2f} of it")
+            print()
+        print(f"drift exported by both modelpilot servers during the run: {drift_on}")
+        print(f"all targets: {'met' if met_all else 'MISSED'}")
         return 0
     finally:
         for proc in reversed(procs):
@@ -267,5 +337,9 @@ if __name__ == "__main__":
         url, payload_path, concurrency, warmup, seconds = sys.argv[2:7]
         figures = load(url, Path(payload_path).read_bytes(), int(concurrency), float(warmup), float(seconds))
         print(json.dumps(figures))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "_bound":
+        model_dir, payload_path, batch, seconds = sys.argv[2:6]
+        print(json.dumps(bound(model_dir, Path(payload_path).read_bytes(), int(batch), float(seconds))))
         sys.exit(0)
     sys.exit(main())

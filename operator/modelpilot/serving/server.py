@@ -17,6 +17,10 @@
   server error;
 - answers JSON nested too deeply for MLflow's parser 400, and leaves MLflow's ``stack_trace`` (the
   server's files and code) out of error bodies unless logging is at debug level;
+- answers the commonest ``/invocations`` request (JSON rows of numbers for a signature of numeric
+  columns) through a fast path that gives MLflow's exact answer without its per-column work
+  (``fast_path``), and with ``--max-batch-size`` scores such requests that arrive together in one
+  ``predict`` call (``batching``); every other request is MLflow's app's;
 - hands the model a thin wrapper whose ``predict`` counts prediction errors and feeds each scored batch to
   the drift monitor;
 - when asked (``--log-requests-fraction``), logs a sampled share of scoring requests with their answers
@@ -44,7 +48,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
+from .batching import Batcher, score_one
 from .environments import environment_python
+from .fast_path import CONTENT_TYPE as FAST_CONTENT_TYPE
+from .fast_path import FastPath
 from .metrics import Identity, ServingMetrics
 from .open_inference import OpenInference, is_infer
 from .request_log import PROTOCOL_MLFLOW, RequestLog
@@ -81,12 +88,16 @@ class InstrumentedModel:
         except Exception:
             self._errors.inc()
             raise
+        self.observe(data)
+        return result
+
+    def observe(self, data: Any) -> None:
+        """Feed the rows of a scored request to the drift monitor."""
         if self._drift is not None:
             try:
                 self._drift.observe(data)
             except Exception:  # drift is advisory: never fail a scored request because of it
                 log.exception("drift: failed to profile a request; continuing")
-        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -106,6 +117,8 @@ class ServingApp:
         stack_traces: bool = False,
         on_fatal: Callable[[], None] | None = None,
         request_log: RequestLog | None = None,
+        max_batch_size: int = 1,
+        max_batch_wait: float = 0.002,
     ) -> None:
         self.model_dir = model_dir
         self.metrics = metrics
@@ -117,6 +130,10 @@ class ServingApp:
         self.request_log = request_log  # a sampled share of scoring requests, logged (serving/request_log/)
         self.scoring: Any = None  # MLflow's FastAPI app, once the model is loaded
         self.model: InstrumentedModel | None = None  # what MLflow's app scores with; the v2 infer too
+        self.fast_path: FastPath | None = None  # common /invocations requests, answered without MLflow's app
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait = max_batch_wait
+        self.batcher: Batcher | None = None  # fast-path requests scored together (--max-batch-size > 1)
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
@@ -158,6 +175,11 @@ class ServingApp:
         from mlflow.pyfunc import scoring_server
 
         self.model = InstrumentedModel(model, self.metrics, drift)
+        self.fast_path = FastPath.for_model(model)
+        if self.fast_path is not None and self.max_batch_size > 1:
+            self.batcher = Batcher(
+                self.fast_path, self.model.observe, max_size=self.max_batch_size, max_wait=self.max_batch_wait
+            )
         scoring = scoring_server.init(self.model)
         self.timeout = _take_over_timeout(scoring)
         scoring.add_exception_handler(RecursionError, _too_deeply_nested)
@@ -278,14 +300,42 @@ class ServingApp:
                 send, 415, _error("BAD_REQUEST", f"a Content-Type header is required: {_SCORING_CONTENT_TYPES}")
             )
         elif self.timeout is None:
-            await self.scoring(scope, receive, send)
+            await self._score(scope, receive, send)
         else:
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.scoring(scope, receive, send)
+                    await self._score(scope, receive, send)
             except TimeoutError:
                 if not exchange.started:
                     await _respond(send, 504, b"Request processing time exceeded limit")
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path's answer when it has one; otherwise MLflow's app answers from the start."""
+        if self.fast_path is None or scope["method"] != "POST" or _content_type(scope) != FAST_CONTENT_TYPE:
+            await self.scoring(scope, receive, send)
+            return
+        batcher = self.batcher
+        if batcher is not None:  # tells the batcher to wait for this request's body
+            batcher.arriving += 1
+        try:
+            messages, body = await _read_body(receive)
+        finally:
+            if batcher is not None:
+                batcher.arriving -= 1
+        if body is not None:
+            if batcher is not None:
+                answer = await batcher.answer(body)
+            else:
+                answer = await asyncio.to_thread(self._fast_answer, body)
+            if answer is not None:
+                await _respond_as_mlflow(send, answer)
+                return
+        await self.scoring(scope, _replayed(messages, receive), send)
+
+    def _fast_answer(self, body: bytes) -> bytes | None:
+        """MLflow's answer to `body` through the fast path, or None to let MLflow's app answer."""
+        parsed = self.fast_path.parse(body)
+        return None if parsed is None else score_one(self.fast_path, self.model.observe, parsed)
 
 
 class _Exchange:
@@ -415,6 +465,50 @@ def identity_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
     return [(name, urllib.parse.quote(value, safe=_HEADER_SAFE).encode()) for name, value in named if value]
 
 
+def _content_type(scope: Scope) -> bytes | None:
+    """The first Content-Type header, as Starlette's ``request.headers.get`` reads it."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value
+    return None
+
+
+async def _read_body(receive: Receive) -> tuple[list[dict[str, Any]], bytes | None]:
+    """The messages received and the whole body, or None as the body if the client left first."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        if not message.get("more_body", False):
+            return messages, b"".join(m.get("body", b"") for m in messages)
+
+
+def _replayed(messages: list[dict[str, Any]], receive: Receive) -> Receive:
+    """`receive` that hands out `messages` again first, so another app reads the request from its start."""
+    pending = list(messages)
+
+    async def replay() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _respond_as_mlflow(send: Send, body: bytes) -> None:
+    """A 200 JSON answer with the headers MLflow's app (a Starlette Response) sends, in its order."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def _has_content_type(scope: Scope) -> bool:
     return any(name == b"content-type" and value.strip() for name, value in scope["headers"])
 
@@ -489,11 +583,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
         help="debug also keeps MLflow's stack_trace (the server's files and code) in error bodies",
     )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="score up to this many requests that arrive together in one predict call (default 1: off)",
+    )
+    parser.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a batch waits for requests still arriving, at most (default 2 ms)",
+    )
     add_request_log_arguments(parser)
     args = parser.parse_args(argv)
     check_request_log_arguments(parser, args)
     if args.drift_window < 1 or args.drift_min_rows < 1:
         parser.error("--drift-window and --drift-min-rows must be positive")
+    if args.max_batch_size < 1 or not 0 <= args.max_batch_wait_ms <= 1000:
+        parser.error("--max-batch-size must be positive and --max-batch-wait-ms between 0 and 1000")
     return args
 
 
@@ -515,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
         drift=not args.no_drift,
         stack_traces=args.log_level == "debug",
         request_log=request_log_from_args(args, metrics),
+        max_batch_size=args.max_batch_size,
+        max_batch_wait=args.max_batch_wait_ms / 1000,
     )
     config = uvicorn.Config(
         app,
