@@ -41,6 +41,7 @@ from pathlib import Path
 
 # Run as a script from anywhere: the suite's process helpers live in tests/support.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import leak_checked  # noqa: E402
 from tests.support.processes import free_port, start_process, stop_process, wait_http_ok  # noqa: E402
 
 PYTHON = sys.executable
@@ -342,4 +343,4 @@ if __name__ == "__main__":
         model_dir, payload_path, batch, seconds = sys.argv[2:6]
         print(json.dumps(bound(model_dir, Path(payload_path).read_bytes(), int(batch), float(seconds))))
         sys.exit(0)
-    sys.exit(main())
+    sys.exit(leak_checked(main))
