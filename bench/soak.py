@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,16 +122,24 @@ class Sampler(threading.Thread):
             self.stopped.wait(self.every)
 
 
-def writes(kubectl: list[str]) -> float:
-    """The API server's write requests so far on the kinds the operator owns or reads, from every client."""
+def writes(kubectl: list[str]) -> Counter:
+    """The API server's write requests so far on the kinds the operator owns or reads, from every client,
+    by (verb, resource, subresource)."""
     text = subprocess.run([*kubectl, "get", "--raw", "/metrics"], capture_output=True, text=True, check=True).stdout
-    total = 0.0
+    total: Counter = Counter()
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
             if labels.get("verb") in WRITE_VERBS and labels.get("resource") in OWNED:
-                total += float(line.rsplit(" ", 1)[1])
+                total[(labels["verb"], labels["resource"], labels.get("subresource", ""))] += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def pods_settled(kubectl: list[str]) -> bool:
+    """One pod, the stable one, and nothing terminating."""
+    done = subprocess.run([*kubectl, "get", "pods", "-n", NAMESPACE, "-o", "yaml"], capture_output=True, text=True)
+    pods = (yaml.safe_load(done.stdout) or {}).get("items", []) if done.returncode == 0 else []
+    return len(pods) == 1 and not pods[0]["metadata"].get("deletionTimestamp")
 
 
 def rollout(kubectl: list[str]) -> dict:
@@ -149,7 +158,7 @@ def flip(kubectl, mlflow, good: bool, seed: int) -> tuple[str, str]:
     return version, ended["outcome"]
 
 
-def report(sampler: Sampler, outcomes: list[tuple[bool, str, str]], idle_writes: float, idle_seconds: float,
+def report(sampler: Sampler, outcomes: list[tuple[bool, str, str]], idle_writes: Counter, idle_seconds: float,
            traffic: Load, bad_versions: set[str]) -> None:  # fmt: skip
     print("\nmemory (MiB) and open descriptors over time:")
     operator = sampler.series.get("operator")
@@ -174,7 +183,10 @@ def report(sampler: Sampler, outcomes: list[tuple[bool, str, str]], idle_writes:
     goods = sum(good for good, _, _ in outcomes)
     print(f"\nrollouts: {promoted}/{goods} good versions promoted, {rolled}/{len(outcomes) - goods} bad versions "
           f"rolled back; other outcomes: {[(v, o) for g, v, o in outcomes if o != ('Promoted' if g else 'RolledBack')]}")
-    print(f"API writes while idle: {idle_writes:.0f} in {idle_seconds:.0f} s = {idle_writes * 3600 / idle_seconds:.1f} per hour")
+    count = sum(idle_writes.values())
+    print(f"API writes while idle: {count:.0f} in {idle_seconds:.0f} s = {count * 3600 / idle_seconds:.1f} per hour")
+    for (verb, resource, subresource), n in idle_writes.most_common():
+        print(f"  {n:4.0f} {verb} {resource}{'/' + subresource if subresource else ''}")
     answers = list(traffic.answers)
     expected = [a for a in answers if not a.ok and a.status == 400 and a.version in bad_versions]
     other = [a for a in answers if not a.ok and a not in expected]
@@ -242,9 +254,9 @@ def main() -> int:
                     print(f"t={(time.monotonic() - sampler.t0) / 60:5.1f} min: version {version} "
                           f"({'good' if good else 'bad'}): {outcome}", flush=True)  # fmt: skip
                     time.sleep(max(0.0, started + args.flip_every - time.monotonic()))
-                wait_for(lambda: rollout(kubectl).get("phase") in ("Ready", "Degraded") and not rollout(kubectl).get("canary"),
-                         "the last rollout to settle", TIMEOUT, 1.0)  # fmt: skip
-                time.sleep(30)  # the last status writes and Events of the settling
+                wait_for(lambda: rollout(kubectl).get("phase") in ("Ready", "Degraded") and not rollout(kubectl).get("canary")
+                         and pods_settled(kubectl), "the last rollout to settle", TIMEOUT, 1.0)  # fmt: skip
+                time.sleep(10)  # the last status writes and Events of the settling
                 before, idle_start = writes(kubectl), time.monotonic()
                 time.sleep(args.idle)
                 idle_writes, idle_seconds = writes(kubectl) - before, time.monotonic() - idle_start
