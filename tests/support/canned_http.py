@@ -1,5 +1,6 @@
 """A loopback HTTP server that answers every request with whatever the test set last: a status, a content
-type and a body, or a body cut short (the connection closes before Content-Length is reached)."""
+type and a body, or a body cut short (the connection closes before Content-Length is reached). The answer
+may also be a function of the request body, to answer each query its own way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @dataclass
@@ -21,7 +22,7 @@ class Answer:
 
 class CannedServer(ThreadingHTTPServer):
     daemon_threads = True
-    answer = Answer()
+    answer: Answer | Callable[[bytes], Answer] = Answer()
     paths: list[str]
 
     @property
@@ -31,12 +32,15 @@ class CannedServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, each answer waits on a delayed ACK.
+    disable_nagle_algorithm = True
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        request = self.rfile.read(length)
         self.server.paths.append(self.path)
         answer = self.server.answer
+        answer = answer(request) if callable(answer) else answer
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body) + answer.missing))
