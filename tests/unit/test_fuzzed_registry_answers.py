@@ -85,7 +85,7 @@ async def _resolve(url: str, ref: ModelRef):
     return await resolver.resolve(url, None, ref)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(answer=answers(), ref=refs)
 def test_every_answer_resolves_to_a_well_formed_version_or_a_named_reason(server, answer, ref):
     server.answer = answer
