@@ -5,6 +5,7 @@ fields left out. Each drawn spec says which mutation it carries, so a run can co
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "modelpilot.io_modeldeploym
 MUTATIONS = ("none", "wrong type", "out of range", "unknown field", "huge string", "unicode", "missing required")
 
 
+@functools.cache
 def spec_schema() -> dict:
     crd = yaml.safe_load(CRD.read_text())
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
@@ -24,6 +26,11 @@ scalars = st.none() | st.booleans() | st.integers(-10, 10**6) | st.floats(allow_
 # Map keys: mostly what Kubernetes takes (qualified names), sometimes anything.
 keys = st.from_regex(r"[a-z][-a-z0-9.]{0,12}(/[a-z]{1,8})?", fullmatch=True) | st.text(min_size=1, max_size=12)
 quantities = st.integers(-5, 10**6) | st.from_regex(r"[0-9]{1,4}(m|Mi|Gi|k)?", fullmatch=True) | st.text(max_size=10)
+
+
+@functools.cache
+def _spec_values() -> st.SearchStrategy[dict]:
+    return from_schema(spec_schema())
 
 
 def from_schema(schema: dict) -> st.SearchStrategy[Any]:
@@ -111,8 +118,12 @@ def _out_of_range(schema: dict) -> st.SearchStrategy[Any]:
 @st.composite
 def specs(draw, schema: dict | None = None) -> tuple[str, dict]:
     """(mutation, spec): a spec drawn from the schema, and one mutation of it, or none."""
+    spec = draw(_spec_values() if schema is None else from_schema(schema))
     schema = schema or spec_schema()
-    spec = draw(from_schema(schema))
+    model = spec.get("model")
+    if isinstance(model, dict) and "version" in model and "alias" in model and draw(st.booleans()):
+        # Half the time, the one CEL rule most drawn specs break is kept, so more of them get past it.
+        del model[draw(st.sampled_from(["version", "alias"]))]
     mutation = draw(st.sampled_from(MUTATIONS))
     if mutation == "none":
         return mutation, spec
