@@ -55,3 +55,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- define "modelpilot.leaseName" -}}
 {{- .Values.leaderElection.leaseName | default (include "modelpilot.fullname" .) -}}
 {{- end -}}
+
+{{- /* allowedRuntimeImages, fnmatch globs, as a JSON list of RE2 expressions for the admission policy. */}}
+{{- define "modelpilot.imageRegexes" -}}
+{{- $out := list -}}
+{{- range . -}}
+{{- $re := regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." | replace "\\[!" "[^" | replace "\\[" "[" | replace "\\]" "]" -}}
+{{- $out = append $out (printf "(?s)^%s$" $re) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}

@@ -5,6 +5,7 @@ window, concurrently, then judge each check with the pure `verdict.judge`."""
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 
 from ..api.spec import Analysis, Check
@@ -31,6 +32,9 @@ async def take(provider: Provider, analysis: Analysis, namespace: str, deploymen
     stable = Target(namespace, deployment, "stable", stable_version, window) if stable_version else None
     checks = analysis.checks if stable else [_absolute(c) for c in analysis.checks if c.max is not None or c.min is not None]
     sample = await _read(provider, sample_query(canary))
+    if sample.error is None and sample.value is not None and not 0 <= sample.value < math.inf:
+        # NaN would pass the minimum-sample gate below; no count of requests is negative or infinite.
+        sample = Reading(error=f"the request count {sample.value} is not a count")
     if sample.error is not None:
         return Taken(sample=None, error=sample.error)
     if (sample.value or 0) < analysis.min_sample_size:

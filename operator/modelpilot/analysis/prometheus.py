@@ -5,6 +5,7 @@ several series) are provider errors with a message that says so; credentials nev
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from ..metrics import PROMETHEUS_QUERIES
 from . import ProviderError
 
 CONNECT_TIMEOUT = 5.0
+# How Go writes a float64 (Prometheus' sample values); Python's float() also takes "1_000" and " 1 ".
+_NUMBER = re.compile(r"[-+]?(([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?|Inf|NaN)")
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,18 @@ def _value(address: str, response: httpx.Response) -> float | None:
         raise ProviderError(f"{where} answered HTTP {response.status_code} with a body that is not JSON") from None
     if not isinstance(body, dict):
         raise ProviderError(f"{where} answered JSON that is not a query result")
-    if body.get("status") != "success":
+    if body.get("status") != "success" or not response.is_success:
         error = str(body.get("error") or "")[:300]
-        raise ProviderError(f"{where} refused the query ({body.get('errorType', f'HTTP {response.status_code}')}): {error}")
-    data = body.get("data") or {}
+        kind = str(body.get("errorType") or f"HTTP {response.status_code}")[:64]
+        raise ProviderError(f"{where} refused the query ({kind}): {error}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ProviderError(f"{where} answered JSON that is not a query result")
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar":
         return _number(where, result)
     if kind != "vector" or not isinstance(result, list):
-        raise ProviderError(f"{where} answered a {kind} where one number was expected")
+        raise ProviderError(f"{where} answered a {str(kind)[:32]} where one number was expected")
     if not result:
         return None
     if len(result) > 1:
@@ -96,7 +102,7 @@ def _value(address: str, response: httpx.Response) -> float | None:
 
 
 def _number(where: str, sample) -> float:
-    try:
+    """The value of a [timestamp, "value"] pair: Prometheus writes values as strings, NaN and ±Inf included."""
+    if isinstance(sample, list) and len(sample) == 2 and isinstance(sample[1], str) and _NUMBER.fullmatch(sample[1]):
         return float(sample[1])
-    except (TypeError, ValueError, IndexError):
-        raise ProviderError(f"{where} answered a sample that is not a number") from None
+    raise ProviderError(f"{where} answered a sample that is not a number")

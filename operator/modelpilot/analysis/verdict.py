@@ -49,9 +49,14 @@ def judge(check: Check, canary: Reading, stable: Reading | None, on_no_data: str
     for kind, limit, text in bounds:
         if limit is None:
             why = stable.error if stable is not None and stable.error else "no data for the stable track"
+            if stable is not None and stable.value is not None and math.isinf(stable.value):
+                why = f"the stable track's value is {_fmt(stable.value)}, not a finite number"
             return measured(INCONCLUSIVE, f"cannot check {text}: {why}", value)
         if (kind == "max" and value > limit) or (kind == "min" and value < limit):
             return measured(FAIL, f"{check.name} {_fmt(value)} {'>' if kind == 'max' else '<'} {text}", value)
+    if math.isinf(value):
+        # +Inf fails a max bound (a p99 above the largest bucket), but passes nothing: it is not a measurement.
+        return measured(INCONCLUSIVE, f"{check.name} is {_fmt(value)}, not a finite number", value)
     return measured(PASS, "", value)
 
 
@@ -64,7 +69,9 @@ def _bounds(check: Check, stable: Reading | None) -> list[tuple[str, float | Non
         bounds.append(("min", check.min, f"min {_fmt(check.min)}"))
     if check.max_relative_to_stable is not None:
         factor = check.max_relative_to_stable
-        base = stable.value if stable is not None and stable.error is None and not _missing(stable.value) else None
+        # An infinite stable value would make any canary value pass: it is no yardstick.
+        usable = stable is not None and stable.error is None and not _missing(stable.value) and not math.isinf(stable.value)
+        base = stable.value if usable else None
         limit = None if base is None else base * factor
         shown = f"max {_fmt(factor)} x stable" + (f" ({_fmt(base)})" if base is not None else "")
         bounds.append(("max", limit, shown))

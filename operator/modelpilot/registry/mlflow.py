@@ -9,6 +9,7 @@ trickling its answer a byte at a time would otherwise hold the call forever.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from .errors import (
 )
 
 CONNECT_TIMEOUT = 5.0
+_VERSION = re.compile(r"[1-9][0-9]{0,18}")
 
 
 @dataclass(frozen=True)
@@ -117,17 +119,31 @@ class MlflowRegistry:
             if found is None:
                 await self._require_model(ref.name)
                 raise VersionNotFound(f"registered model {ref.name!r} has no version {ref.version}")
-        version = found["model_version"]
-        status = version.get("status", "READY")
+        return self._checked(ref, found)
+
+    def _checked(self, ref: ModelRef, found: object) -> ResolvedModel:
+        """The version an answer names, if it reads as MLflow's: a proxy's page or another server's JSON
+        must not become a version whose number lands in labels, names and queries."""
+        version = found.get("model_version") if isinstance(found, dict) else None
+        if not isinstance(version, dict):
+            raise self._garbled("no model_version in its answer")
+        number = version.get("version")
+        # MLflow numbers versions 1, 2, 3...; JSON may carry them as numbers or strings. bool is an int in Python.
+        if isinstance(number, bool) or not isinstance(number, (int, str)) or not _VERSION.fullmatch(str(number)):
+            raise self._garbled("a version that is not a positive whole number")
+        number = str(number)
+        if ref.version is not None and number != ref.version:
+            raise self._garbled(f"version {number} when asked for version {ref.version}")
+        status, run_id, source = version.get("status", "READY"), version.get("run_id"), version.get("source", "")
+        if not isinstance(status, str) or not isinstance(run_id, (str, type(None))) or not isinstance(source, str):
+            raise self._garbled(f"a version {number} whose status, run_id or source is not text")
         if status != "READY":
-            raise VersionNotReady(f"model {ref.name!r} version {version['version']} is {status} in the registry")
-        return ResolvedModel(
-            name=ref.name,
-            version=str(version["version"]),
-            alias=ref.alias,
-            run_id=version.get("run_id") or None,
-            source=version.get("source", ""),
-        )
+            raise VersionNotReady(f"model {ref.name!r} version {number} is {status[:64]} in the registry")
+        return ResolvedModel(name=ref.name, version=number, alias=ref.alias, run_id=run_id or None, source=source)
+
+    def _garbled(self, what: str) -> RegistryUnreachable:
+        # Retryable: a proxy's error page or a server mid-upgrade passes; the message says what came back.
+        return RegistryUnreachable(f"{self.tracking_uri} did not answer like an MLflow server: {what}")
 
     async def tag_version(self, name: str, version: str, key: str, value: str) -> None:
         """Set a tag on one model version; needs the right to edit the registered model."""
@@ -171,6 +187,7 @@ class MlflowRegistry:
 
 def _error_code(response: httpx.Response) -> str | None:
     try:
-        return response.json().get("error_code")
+        body = response.json()
     except ValueError:
         return None
+    return body.get("error_code") if isinstance(body, dict) else None
