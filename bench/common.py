@@ -7,11 +7,19 @@ import io
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import yaml
+
+from tests.cluster.images import ensure_images
+from tests.cluster.launcher import LocalCluster, build_binaries
 from tests.support import leaks
-from tests.support.processes import start_process
+from tests.support.mlflow import MlflowServer, mlflow_server
+from tests.support.processes import start_process, stop_process
+from tests.support.prometheus import Prometheus, pod_discovering_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "modelpilot.io_modeldeployments.yaml"
@@ -79,3 +87,48 @@ def leak_checked(main: Callable[[], int]) -> int:
         print(f"leak scan: {', '.join(found)} in the benchmark's output", file=sys.stderr)
         return code or 1
     return code
+
+
+@dataclass
+class NodeStack:
+    cluster: LocalCluster
+    mlflow: MlflowServer
+    prometheus: Prometheus
+    kubectl: list[str]
+    operator: subprocess.Popen
+
+
+@contextmanager
+def node_stack(resolve_interval: str) -> Iterator[NodeStack]:
+    """What the benchmarks of canaries on the real node share: the local cluster with its real node (root),
+    a real MLflow server, a Prometheus discovering the pods, the runtime image loaded, and the operator
+    (its resolve interval `resolve_interval` seconds), stopped in reverse on exit."""
+    bin_dir = build_binaries()
+    image = ensure_images(["runtime"])["runtime"]
+    with LocalCluster(bin_dir=bin_dir, nodes=1, real=True) as cluster, mlflow_server() as mlflow, \
+            pod_discovering_prometheus(cluster.kubeconfig) as prometheus:  # fmt: skip
+        assert cluster.node is not None
+        cluster.node.load_image(image.path)
+        kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
+        install_crd(kubectl)
+        operator = start_operator(cluster.kubeconfig, cluster.workdir / "operator.log", MODELPILOT_RUNTIME_IMAGE=image.name,
+                                  MODELPILOT_RESOLVE_INTERVAL=resolve_interval)  # fmt: skip
+        try:
+            yield NodeStack(cluster, mlflow, prometheus, kubectl, operator)
+        finally:
+            stop_process(operator, timeout=15)
+
+
+def apply_judged(stack: NodeStack, namespace: str, name: str, model: str, steps: list[dict], analysis: dict) -> None:
+    """A namespace with the MLflow credentials Secret, and one ModelDeployment (one replica) of `model`'s
+    alias `champion`, its pods reaching MLflow from the node, its canaries judged on Prometheus."""
+    subprocess.run([*stack.kubectl, "create", "namespace", namespace], check=True, capture_output=True)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": namespace},
+              "stringData": stack.mlflow.credentials_env()}  # fmt: skip
+    doc = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name, "namespace": namespace},
+           "spec": {"model": {"name": model, "alias": "champion"}, "replicas": 1,
+                    "mlflow": {"trackingUri": stack.mlflow.uri.replace("127.0.0.1", stack.cluster.network.host_ip),
+                               "credentialsSecret": "mlflow-creds"},
+                    "rollout": {"steps": steps, "analysis": {"prometheus": {"address": stack.prometheus.url}, **analysis}}}}  # fmt: skip
+    for body in (secret, doc):
+        subprocess.run([*stack.kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)

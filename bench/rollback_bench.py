@@ -34,18 +34,13 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import install_crd, leak_checked, start_operator  # noqa: E402
+from bench.common import apply_judged, leak_checked, node_stack  # noqa: E402
 from modelpilot.rollout.requests import REQUEST_ANNOTATION, encode  # noqa: E402
-from tests.cluster.images import ensure_images  # noqa: E402
-from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
 from tests.support.load import Load  # noqa: E402
-from tests.support.mlflow import mlflow_server, register_pyfunc_model, set_alias  # noqa: E402
-from tests.support.processes import stop_process  # noqa: E402
+from tests.support.mlflow import register_pyfunc_model, set_alias  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
-from tests.support.prometheus import SCRAPE_INTERVAL, pod_discovering_prometheus  # noqa: E402
+from tests.support.prometheus import SCRAPE_INTERVAL  # noqa: E402
 
 NAMESPACE, NAME, MODEL = "rollback-bench", "judged", "bench-judged"
 # The failing model raises on rows with feature 0 above 1.0: every second request carries one.
@@ -119,54 +114,32 @@ def main() -> int:
     target = args.interval + scrape + 5
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    bin_dir = build_binaries()
-    image = ensure_images(["runtime"])["runtime"]
-    with LocalCluster(bin_dir=bin_dir, nodes=1, real=True) as cluster, mlflow_server() as mlflow, \
-            pod_discovering_prometheus(cluster.kubeconfig) as prometheus:  # fmt: skip
-        assert cluster.node is not None
-        cluster.node.load_image(image.path)
-        kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-        install_crd(kubectl)
-        operator = start_operator(cluster.kubeconfig, cluster.workdir / "operator.log", MODELPILOT_RUNTIME_IMAGE=image.name,
-                                  MODELPILOT_RESOLVE_INTERVAL="2")  # fmt: skip
-        try:
-            subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
-            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": NAMESPACE},
-                      "stringData": mlflow.credentials_env()}  # fmt: skip
-            stable = register_pyfunc_model(mlflow, MODEL, "good", alias="champion", seed=1)
-            analysis = {
-                "prometheus": {"address": prometheus.url}, "interval": f"{args.interval}s", "count": 100,
-                "minSampleSize": 5, "failureLimit": 0, "inconclusiveLimit": 100,
-                "checks": [{"name": "prediction-errors", "metric": "predictionErrorRate", "max": 0.05},
-                           {"name": "errors", "metric": "errorRate", "max": 0.05}],
-            }  # fmt: skip
-            doc = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
-                   "metadata": {"name": NAME, "namespace": NAMESPACE},
-                   "spec": {"model": {"name": MODEL, "alias": "champion"}, "replicas": 1,
-                            "mlflow": {"trackingUri": mlflow.uri.replace("127.0.0.1", cluster.network.host_ip),
-                                       "credentialsSecret": "mlflow-creds"},
-                            "rollout": {"steps": [{"setWeight": 50}, {"analysis": {}}], "analysis": analysis}}}  # fmt: skip
-            for body in (secret, doc):
-                subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)
-            wait_for(lambda: status(kubectl).get("phase") == "Ready", "the stable version to be Ready", TIMEOUT, 0.2)
-            ip = kubectl_json(kubectl, "service", NAME, "-n", NAMESPACE)["spec"]["clusterIP"]
-            measured, baseline = [], []
-            with Traffic(f"http://{ip}/invocations") as traffic:
-                wait_for(lambda: traffic.answered_by(stable, 0), "traffic through the Service", TIMEOUT, 0.2)
-                for index in range(args.rounds):
-                    kinds = ["measured", "baseline"] if index % 2 == 0 else ["baseline", "measured"]
-                    for kind in kinds:
-                        seed = 100 + 2 * index + (kind == "baseline")
-                        if kind == "measured":
-                            measured.append(bad_round(kubectl, mlflow, traffic, seed))
-                            m = measured[-1]
-                            print(f"round {index + 1}: bad canary answered {m['safety']:5.2f} s (detection "
-                                  f"{m['detection']:5.2f} s, reaction {m['reaction']:5.2f} s)", flush=True)  # fmt: skip
-                        else:
-                            baseline.append(abort_round(kubectl, mlflow, traffic, seed))
-                            print(f"round {index + 1}: abort request to safety {baseline[-1]:5.2f} s", flush=True)
-        finally:
-            stop_process(operator, timeout=15)
+    with node_stack(resolve_interval="2") as stack:
+        kubectl, mlflow = stack.kubectl, stack.mlflow
+        stable = register_pyfunc_model(mlflow, MODEL, "good", alias="champion", seed=1)
+        analysis = {
+            "interval": f"{args.interval}s", "count": 100, "minSampleSize": 5, "failureLimit": 0, "inconclusiveLimit": 100,
+            "checks": [{"name": "prediction-errors", "metric": "predictionErrorRate", "max": 0.05},
+                       {"name": "errors", "metric": "errorRate", "max": 0.05}],
+        }  # fmt: skip
+        apply_judged(stack, NAMESPACE, NAME, MODEL, [{"setWeight": 50}, {"analysis": {}}], analysis)
+        wait_for(lambda: status(kubectl).get("phase") == "Ready", "the stable version to be Ready", TIMEOUT, 0.2)
+        ip = kubectl_json(kubectl, "service", NAME, "-n", NAMESPACE)["spec"]["clusterIP"]
+        measured, baseline = [], []
+        with Traffic(f"http://{ip}/invocations") as traffic:
+            wait_for(lambda: traffic.answered_by(stable, 0), "traffic through the Service", TIMEOUT, 0.2)
+            for index in range(args.rounds):
+                kinds = ["measured", "baseline"] if index % 2 == 0 else ["baseline", "measured"]
+                for kind in kinds:
+                    seed = 100 + 2 * index + (kind == "baseline")
+                    if kind == "measured":
+                        measured.append(bad_round(kubectl, mlflow, traffic, seed))
+                        m = measured[-1]
+                        print(f"round {index + 1}: bad canary answered {m['safety']:5.2f} s (detection "
+                              f"{m['detection']:5.2f} s, reaction {m['reaction']:5.2f} s)", flush=True)  # fmt: skip
+                    else:
+                        baseline.append(abort_round(kubectl, mlflow, traffic, seed))
+                        print(f"round {index + 1}: abort request to safety {baseline[-1]:5.2f} s", flush=True)
 
     safety = [m["safety"] for m in measured]
     reaction = [m["reaction"] for m in measured]

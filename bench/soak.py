@@ -41,13 +41,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import install_crd, leak_checked, memory_mib, start_operator  # noqa: E402
-from tests.cluster.images import ensure_images  # noqa: E402
-from tests.cluster.launcher import LocalCluster, build_binaries  # noqa: E402
+from bench.common import apply_judged, leak_checked, memory_mib, node_stack  # noqa: E402
 from tests.support.load import Load  # noqa: E402
-from tests.support.mlflow import mlflow_server, register_pyfunc_model, set_alias  # noqa: E402
-from tests.support.processes import stop_process  # noqa: E402
-from tests.support.prometheus import pod_discovering_prometheus  # noqa: E402
+from tests.support.mlflow import register_pyfunc_model, set_alias  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 NAMESPACE, NAME, MODEL = "soak", "soaked", "soak-model"
@@ -205,37 +201,17 @@ def main() -> int:
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    bin_dir = build_binaries()
-    image = ensure_images(["runtime"])["runtime"]
-    with LocalCluster(bin_dir=bin_dir, nodes=1, real=True) as cluster, mlflow_server() as mlflow, \
-            pod_discovering_prometheus(cluster.kubeconfig) as prometheus:  # fmt: skip
-        assert cluster.node is not None
-        cluster.node.load_image(image.path)
-        kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-        install_crd(kubectl)
-        operator = start_operator(cluster.kubeconfig, cluster.workdir / "operator.log", MODELPILOT_RUNTIME_IMAGE=image.name,
-                                  MODELPILOT_RESOLVE_INTERVAL=str(args.resync))  # fmt: skip
-        sampler = Sampler(operator.pid, args.sample_every)
+    with node_stack(resolve_interval=str(args.resync)) as stack:
+        kubectl, mlflow = stack.kubectl, stack.mlflow
+        sampler = Sampler(stack.operator.pid, args.sample_every)
         try:
-            subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
-            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": NAMESPACE},
-                      "stringData": mlflow.credentials_env()}  # fmt: skip
             register_pyfunc_model(mlflow, MODEL, "good", alias="champion", seed=1)
             analysis = {
-                "prometheus": {"address": prometheus.url}, "interval": "10s", "count": 3,
-                "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 20,
+                "interval": "10s", "count": 3, "minSampleSize": 10, "failureLimit": 1, "inconclusiveLimit": 20,
                 "checks": [{"name": "prediction-errors", "metric": "predictionErrorRate", "max": 0.05},
                            {"name": "errors", "metric": "errorRate", "max": 0.05}],
             }  # fmt: skip
-            steps = [{"setWeight": 50}, {"pause": {"duration": "20s"}}, {"analysis": {}}]
-            doc = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
-                   "metadata": {"name": NAME, "namespace": NAMESPACE},
-                   "spec": {"model": {"name": MODEL, "alias": "champion"}, "replicas": 1,
-                            "mlflow": {"trackingUri": mlflow.uri.replace("127.0.0.1", cluster.network.host_ip),
-                                       "credentialsSecret": "mlflow-creds"},
-                            "rollout": {"steps": steps, "analysis": analysis}}}  # fmt: skip
-            for body in (secret, doc):
-                subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)
+            apply_judged(stack, NAMESPACE, NAME, MODEL, [{"setWeight": 50}, {"pause": {"duration": "20s"}}, {"analysis": {}}], analysis)
             wait_for(lambda: rollout(kubectl).get("phase") == "Ready", "the first version to be Ready", TIMEOUT, 1.0)
             ip = yaml.safe_load(subprocess.run([*kubectl, "get", "service", NAME, "-n", NAMESPACE, "-o", "yaml"],
                                                capture_output=True, text=True, check=True).stdout)["spec"]["clusterIP"]  # fmt: skip
@@ -264,7 +240,6 @@ def main() -> int:
             report(sampler, outcomes, idle_writes, idle_seconds, traffic, bad_versions)
         finally:
             sampler.stopped.set()
-            stop_process(operator, timeout=15)
     return 0
 
 
