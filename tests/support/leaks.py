@@ -55,7 +55,13 @@ def find(text: str, values: Iterable[str] | None = None) -> list[str]:
     with _lock:
         wanted = {v: _values.get(v, "a secret") for v in (values if values is not None else list(_values))}
     found = [label for value, label in wanted.items() if any(form in text for form in _forms(value))]
-    return found + [f"URL credentials ({m.split('://')[0]}://…)" for m in URL_CREDENTIALS.findall(text)]
+    in_urls = [m for m in URL_CREDENTIALS.findall(text) if not _redacted(m)]
+    return found + [f"URL credentials ({m.split('://')[0]}://…)" for m in in_urls]
+
+
+def _redacted(url_start: str) -> bool:
+    """`scheme://***:***@`: credentials already replaced by asterisks, as the product prints them."""
+    return set(url_start.split("://", 1)[1].rstrip("@")) <= {"*", ":"}
 
 
 def scan(where: str, text: str) -> None:

@@ -23,8 +23,10 @@ def test_a_secret_is_found_plain_base64_url_quoted_and_inside_basic_auth():
         assert found and all(password not in hit for hit in found), text
 
 
-def test_credentials_in_a_url_are_found_whatever_they_are():
+def test_credentials_in_a_url_are_found_whatever_they_are_unless_replaced_by_asterisks():
     assert leaks.find("fetching https://someone:anything@mirror.example/simple") == ["URL credentials (https://…)"]
+    assert leaks.find("fetching https://someone:***@mirror.example/simple") == ["URL credentials (https://…)"]
+    assert leaks.find("Looking in indexes: http://***:***@10.1.0.1:8080/simple") == []
 
 
 def test_text_without_secrets_finds_nothing():
