@@ -14,30 +14,25 @@ from tests.support import leaks
 GROUP, VERSION, PLURAL = "modelpilot.io", "v1alpha1", "modeldeployments"
 
 
-def _namespaced_lists(api_client, namespace: str | None) -> dict[str, object]:
-    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
-    custom, coordination = client.CustomObjectsApi(api_client), client.CoordinationV1Api(api_client)
-    autoscaling = client.AutoscalingV2Api(api_client)
-    if namespace is None:
-        calls = {
-            "events": core.list_event_for_all_namespaces, "pods": core.list_pod_for_all_namespaces,
-            "services": core.list_service_for_all_namespaces, "configmaps": core.list_config_map_for_all_namespaces,
-            "deployments": apps.list_deployment_for_all_namespaces, "replicasets": apps.list_replica_set_for_all_namespaces,
-            "leases": coordination.list_lease_for_all_namespaces,
-            "horizontalpodautoscalers": autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces,
-            PLURAL: lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL),
-        }  # fmt: skip
-    else:
-        calls = {
-            "events": lambda: core.list_namespaced_event(namespace), "pods": lambda: core.list_namespaced_pod(namespace),
-            "services": lambda: core.list_namespaced_service(namespace),
-            "configmaps": lambda: core.list_namespaced_config_map(namespace),
-            "deployments": lambda: apps.list_namespaced_deployment(namespace),
-            "replicasets": lambda: apps.list_namespaced_replica_set(namespace),
-            "leases": lambda: coordination.list_namespaced_lease(namespace),
-            "horizontalpodautoscalers": lambda: autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace),
-            PLURAL: lambda: custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL),
-        }  # fmt: skip
+# Kind -> (API class, what its list methods are named after), for every kind the scan reads.
+_KINDS = {
+    "events": (client.CoreV1Api, "event"), "pods": (client.CoreV1Api, "pod"), "services": (client.CoreV1Api, "service"),
+    "configmaps": (client.CoreV1Api, "config_map"), "deployments": (client.AppsV1Api, "deployment"),
+    "replicasets": (client.AppsV1Api, "replica_set"), "leases": (client.CoordinationV1Api, "lease"),
+    "horizontalpodautoscalers": (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
+}  # fmt: skip
+
+
+def _lists(api_client, namespace: str | None) -> dict[str, dict]:
+    """Every kind the scan reads, in `namespace` or (None) in all namespaces, as the API serves them."""
+    custom = client.CustomObjectsApi(api_client)
+    calls = {
+        kind: (lambda api=api, name=name: getattr(api(api_client), f"list_namespaced_{name}")(namespace))
+        if namespace else (lambda api=api, name=name: getattr(api(api_client), f"list_{name}_for_all_namespaces")())
+        for kind, (api, name) in _KINDS.items()
+    }
+    calls[PLURAL] = ((lambda: custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)) if namespace
+                     else (lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)))  # fmt: skip
     found = {}
     for kind, call in calls.items():
         try:
@@ -52,23 +47,25 @@ def _namespaced_lists(api_client, namespace: str | None) -> dict[str, object]:
 
 def scan_namespace(api_client, namespace: str) -> None:
     """Objects and container logs of one namespace, before it is deleted."""
-    for kind, listed in _namespaced_lists(api_client, namespace).items():
+    lists = _lists(api_client, namespace)
+    for kind, listed in lists.items():
         leaks.scan_json(f"{kind} in {namespace}", listed)
     core = client.CoreV1Api(api_client)
-    for pod in core.list_namespaced_pod(namespace).items:
-        for status in (pod.status.init_container_statuses or []) + (pod.status.container_statuses or []):
-            for previous in (False, True) if status.restart_count else (False,):
+    for pod in lists["pods"]["items"]:
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            for previous in (False, True) if container.get("restartCount") else (False,):
                 try:
-                    text = core.read_namespaced_pod_log(
-                        pod.metadata.name, namespace, container=status.name, previous=previous, _request_timeout=10)
+                    text = core.read_namespaced_pod_log(name, namespace, container=container["name"], previous=previous,
+                                                        _request_timeout=10)  # fmt: skip
                 except (ApiException, ValueError):
                     continue  # never started, or its log is gone with its container
-                leaks.scan(f"log of {namespace}/{pod.metadata.name}/{status.name}", text or "")
+                leaks.scan(f"log of {namespace}/{name}/{container['name']}", text or "")
 
 
 def scan_cluster(api_client, server_metrics_text: str) -> None:
     """What is left everywhere at the end, cluster-scoped annotations included, and the API server's metrics."""
-    for kind, listed in _namespaced_lists(api_client, None).items():
+    for kind, listed in _lists(api_client, None).items():
         leaks.scan_json(f"{kind} in all namespaces", listed)
     leaks.scan_json("namespaces", api_client.sanitize_for_serialization(client.CoreV1Api(api_client).list_namespace()))
     leaks.scan("the API server's metrics", server_metrics_text)
