@@ -47,6 +47,20 @@ class ExistingCluster:
 
 
 @pytest.fixture(scope="session")
+def _termination_log(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("termination") / "termination-log")
+
+
+@pytest.fixture(autouse=True)
+def _no_termination_log_on_this_machine(_termination_log, monkeypatch) -> None:
+    """In-process usage errors of the model server or the fetch step write their termination message here,
+    not to this machine's /dev/termination-log."""
+    from modelpilot.serving import termination
+
+    monkeypatch.setattr(termination, "TERMINATION_LOG", _termination_log)
+
+
+@pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[launcher.LocalCluster | ExistingCluster]:
     """The cluster under test: ``.kubeconfig`` (admin) and ``kubeconfig_for_service_account(ns, name)``."""
     existing = os.environ.get("MODELPILOT_KUBECONFIG")
