@@ -17,6 +17,7 @@ import pytest
 
 from tests.cluster import launcher
 from tests.support import leaks
+from tests.support.figures import reported
 from tests.support.leak_sources import scan_cluster, scan_namespace, scan_series
 
 
@@ -219,6 +220,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if reported():
+        terminalreporter.write_sep("=", "figures")
+        for test, line in reported():
+            terminalreporter.write_line(f"  {test}: {line}")
     found = leaks.findings()
     if leaks.places_scanned():
         terminalreporter.write_sep("=", f"leak scan: {len(found)} secret(s) found in {leaks.places_scanned()} places searched",

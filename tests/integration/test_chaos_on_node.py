@@ -29,6 +29,7 @@ from tests.integration.test_analysis_on_node import CHECKS, GOOD_ROWS, RAISING_R
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_pyfunc_model, set_alias
 from tests.support.modeldeployments import POINTS, STEP_KINDS, apply_model, cluster_ip, get, rollout_point, serving, wait_status
+from tests.support.figures import report_figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
 
@@ -161,7 +162,7 @@ def chaos(kubectl, operator, kube_api, mlflow, pod_mlflow_uri, prometheus_url: s
             stable = version if good else stable
             rounds.append(current)
     kills = Counter(k for r in rounds for k in r.kills)
-    print(f"\nchaos (seed {seed}): {len(rounds)} canaries, {sum(kills.values())} kills: "
+    report_figure(f"chaos (seed {seed}): {len(rounds)} canaries, {sum(kills.values())} kills: "
           + ", ".join(f"{p} {kills[p]}" for p in POINTS))  # fmt: skip
     bad = {r.version for r in rounds if not r.good}
     unexpected = [a for a in load.failures() if not (a.status == 400 and a.version in bad)]

@@ -24,6 +24,7 @@ from tests.support.load import post_once_routed
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.package_index import PackageIndex
 from tests.support.waiting import wait_for
+from tests.support.figures import report_figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
@@ -127,7 +128,7 @@ def test_each_flavour_answers_through_its_service_what_it_predicts_in_process(ku
         return
     log = kubectl("logs", pod, "-n", ns, "-c", "fetch-model", check=True).stdout
     assert INDEX_PASSWORD not in log and INDEX_PASSWORD not in json.dumps(environment)
-    print(f"\n{flavour}: installed {', '.join(environment['installed'])} in {environment['seconds']:.1f} s"
+    report_figure(f"{flavour}: installed {', '.join(environment['installed'])} in {environment['seconds']:.1f} s"
           f" ({'reused' if environment['reused'] else 'built'})")  # fmt: skip
 
 
@@ -151,7 +152,7 @@ def test_a_second_pod_of_the_same_version_installs_nothing(kubectl, operator, de
     log = kubectl("logs", newest, "-n", ns, "-c", "fetch-model", check=True).stdout
     assert re.search(r"environment \w+ is already built .*: nothing to install", log), log
     first = next(m for name, m in manifests.items() if name != newest)
-    print(f"\nxgboost environment: first pod {first['seconds']:.1f} s, second pod {second['seconds']:.3f} s")
+    report_figure(f"xgboost environment: first pod {first['seconds']:.1f} s, second pod {second['seconds']:.3f} s")
     answer = httpx.post(f"http://{cluster_ip(kubectl, ns, 'xgboost-stable')}/invocations",
                         json={"dataframe_split": {"columns": COLUMNS, "data": ROWS}}, timeout=30)  # fmt: skip
     assert answer.status_code == 200 and np.allclose(answer.json()["predictions"], flavours["xgboost"]["predictions"])

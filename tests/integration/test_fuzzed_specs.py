@@ -30,6 +30,7 @@ from modelpilot.settings import Settings
 from tests.cluster.launcher import KWOK_TOLERATION
 from tests.support.spec_fuzz import specs
 from tests.support.waiting import wait_for
+from tests.support.figures import report_figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
@@ -143,20 +144,19 @@ def real_applies(kubectl, kube_api, operator, namespace: str, mlflow, model_name
     return len(names)
 
 
-def _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, count: int, applies: int, capsys):
+def _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, count: int, applies: int):
     tally, accepted = fuzz(kube_api, module_namespace, count)
     applied = real_applies(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, accepted, applies)
-    with capsys.disabled():
-        print(f"\nfuzzed specs: {count}, applied for real and handled by the operator: {applied}; " + json.dumps(dict(sorted(tally.items()))))
+    report_figure(f"fuzzed specs: {count}, applied for real and handled by the operator: {applied}; " + json.dumps(dict(sorted(tally.items()))))
     assert tally["accepted"] and tally["refused"], tally
     assert applied, "no accepted spec could be applied for real"
 
 
-def test_fuzzed_specs_are_refused_naming_the_field_or_handled(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, capsys):
-    _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, 150, 6, capsys)
+def test_fuzzed_specs_are_refused_naming_the_field_or_handled(kubectl, kube_api, operator, module_namespace, mlflow, registered_model):
+    _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, 150, 6)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(5400)
-def test_ten_thousand_fuzzed_specs(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, capsys):
-    _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, 10_000, 60, capsys)
+def test_ten_thousand_fuzzed_specs(kubectl, kube_api, operator, module_namespace, mlflow, registered_model):
+    _run(kubectl, kube_api, operator, module_namespace, mlflow, registered_model, 10_000, 60)

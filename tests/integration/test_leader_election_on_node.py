@@ -14,6 +14,7 @@ from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_sklearn_model, set_alias
 from tests.support.modeldeployments import apply_model, cluster_ip, get, serving, wait_status
 from tests.support.waiting import wait_for
+from tests.support.figures import report_figure
 
 # The long tier: the default tier fails a leader over with the chart-installed operator (test_operator_in_cluster).
 pytestmark = [pytest.mark.long, pytest.mark.cluster, pytest.mark.mlflow]
@@ -74,7 +75,7 @@ def test_killing_the_leader_mid_canary_hands_over_to_the_standby_without_losing_
         # The pause goes on from when it started, under the new leader.
         assert (resumed["stepIndex"], resumed["stepStartedAt"]) == (1, paused["stepStartedAt"]), resumed
         done = wait_status(kubectl, standby, ns, name, serving(v2), "version 2 promoted by the new leader", timeout=240)
-    print(f"\nleader killed mid-pause: the standby led after {handover:.1f} s and reconciled after {reconciling:.1f} s")
+    report_figure(f"leader killed mid-pause: the standby led after {handover:.1f} s and reconciled after {reconciling:.1f} s")
     assert done["rollout"]["history"][-1]["outcome"] == "Promoted"
     events = get(kubectl, "events", "-n", ns, "--field-selector", f"involvedObject.name={name}")["items"]
     pause_steps = [e for e in events if e["reason"] == "RolloutStep" and "step 2/2" in e["message"]]

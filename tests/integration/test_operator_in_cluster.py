@@ -25,6 +25,7 @@ from tests.conftest import fresh_namespace
 from tests.support.load import post_once_routed
 from tests.support.mlflow import register_sklearn_model
 from tests.support.waiting import wait_for
+from tests.support.figures import report_figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow]
 
@@ -247,7 +248,7 @@ def test_two_replicas_serving_one_namespace_with_monitors_elect_a_leader_and_fai
         v2 = register_sklearn_model(mlflow, MODEL, seed=23)
         apply_model(kubectl, ns, name, uri, v2)
         wait_ready(kubectl, ns, name, v2)
-        print(f"\nin-cluster leader killed: a live replica held the lease after {handover:.1f} s")
+        report_figure(f"in-cluster leader killed: a live replica held the lease after {handover:.1f} s")
         url = f"http://{get(kubectl, 'service', name, '-n', ns)['spec']['clusterIP']}/invocations"
         assert_answers(url, v2)
         uninstall(kube_cluster, kubectl, release)

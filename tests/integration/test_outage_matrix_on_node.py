@@ -31,6 +31,7 @@ from tests.support.mlflow import register_pyfunc_model, set_alias
 from tests.support.modeldeployments import STEP_KINDS, apply_model, cluster_ip, condition, get, rollout_point, serving, wait_status
 from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
+from tests.support.figures import report_figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.mlflow, pytest.mark.prometheus]
 
@@ -182,7 +183,7 @@ def test_the_stable_model_server_killed_while_a_canary_is_judged(kubectl, operat
     done = wait_status(kubectl, operator, ns, NAME, serving(version), f"version {version} promoted", timeout=300)
     assert done["rollout"]["history"][-1]["outcome"] == "Promoted"
     failed = [a for a in load.answers[answered_before:] if not a.ok]
-    print(f"\nstable model server killed: {len(failed)} of {len(load.answers) - answered_before} requests failed")
+    report_figure(f"stable model server killed: {len(failed)} of {len(load.answers) - answered_before} requests failed")
     # The bound: requests routed to the dead pod before its endpoint goes, at most one readiness window
     # (3 failures 2 s apart) and a moment for the endpoints after the kill; none later.
     assert all(a.sent <= killed + UNREADY_BOUND_S for a in failed), [(round(a.sent - killed, 2), a.status) for a in failed]

@@ -20,6 +20,7 @@ import pytest
 from tests.serving.conftest import PYTHON, ServerProcess, run_fetch
 from tests.support.leaks import secret_value
 from tests.support.package_index import PackageIndex, make_wheel
+from tests.support.figures import report_figure
 
 INDEX_USER, INDEX_PASSWORD = "mirror-reader", secret_value("index-password")
 
@@ -84,7 +85,7 @@ def test_the_model_is_served_from_its_environment_and_a_second_pod_installs_noth
     assert environment["installed"] == ["modelpilot-scale==2.0"]  # nothing the runtime already has
     assert set(index.downloads) == {"modelpilot_scale-2.0-py3-none-any.whl"}
     asked = index.requests
-    print(f"\n{installer}: cold install {environment['seconds']:.2f} s")
+    report_figure(f"{installer}: cold install {environment['seconds']:.2f} s")
 
     # The second pod finds the environment built: not one request reaches the index.
     second = install(mlflow_server, model_uri, tmp_path / "pod-2", envs, index.url, installer)
