@@ -171,6 +171,7 @@ def chaos(kubectl, operator, kube_api, mlflow, pod_mlflow_uri, prometheus_url: s
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)  # about 4 kills a canary of ~40 s: 50 kills take half an hour
 def test_fifty_operator_kills_across_canaries_change_nothing(
     kubectl, operator, kube_api, mlflow, images, pod_mlflow_uri, discovering_prometheus, restricted_namespace
 ):

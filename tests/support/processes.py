@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_to_rebind() -> int:
+    """A free loopback port below the kernel's ephemeral range. A port that is let go and bound again
+    later (a proxy cut and restored) must not meanwhile become some outgoing connection's local port,
+    which any port of that range may on a busy machine."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = random.randrange(max(1024, low // 2), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port between {max(1024, low // 2)} and {low}")
 
 
 _PR_SET_PDEATHSIG = 1

@@ -7,13 +7,13 @@ from __future__ import annotations
 import socket
 import threading
 
-from .processes import free_port
+from .processes import free_port_to_rebind
 
 
 class CuttableProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.port = free_port()
+        self.port = free_port_to_rebind()  # bound again at each restore
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
