@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,18 +29,27 @@ IDS = {"deployment": "fraud", "model_version": "1", "track": "canary"}
 SCORED = (("protocol", "mlflow"), ("code", "200"))
 
 
+def process_state(pid: int | str) -> tuple[str, int] | None:
+    """A process's state letter and parent pid; None once it is gone."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return state, int(ppid)
+
+
+def running(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"
+
+
 def children(pid: int) -> set[int]:
-    """The live child processes of `pid`."""
+    """The running child processes of `pid`."""
     found = set()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                found.add(int(entry))
+        state = process_state(entry) if entry.isdigit() else None
+        if state is not None and state[1] == pid and state[0] != "Z":
+            found.add(int(entry))
     return found
 
 
@@ -131,15 +141,21 @@ def value(snapshot: dict, name: str, *labels: tuple[str, str]) -> float | None:
     return snapshot.get((name, tuple(sorted({**IDS, **dict(labels)}.items()))))
 
 
-@pytest.fixture(scope="module")
-def workers_server(fetched_main: Fetched, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("workers")
-    server = ServerProcess(fetched_main.dest, "--workers", "2", "--no-drift", env={"TMPDIR": str(tmp)})
+@contextmanager
+def started(model_dir: Path, tmp: Path, *args: str) -> Iterator[ServerProcess]:
+    """The server with two workers and `args`, ready; its temporary files (the shared directory) in `tmp`."""
+    server = ServerProcess(model_dir, "--workers", "2", *args, env={"TMPDIR": str(tmp)})
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def workers_server(fetched_main: Fetched, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with started(fetched_main.dest, tmp_path_factory.mktemp("workers"), "--no-drift") as server:
+        yield server
 
 
 def test_requests_spread_over_the_workers_and_every_worker_reports_the_totals(
@@ -203,11 +219,7 @@ def test_a_killed_worker_is_replaced_and_the_other_serves_meanwhile(
 
 def test_drift_pools_the_windows_of_the_workers(fetched_main: Fetched, registered: RegisteredModels, tmp_path: Path):
     # Each worker keeps 200 of the window's 400 rows; drift is exported from 100 rows on.
-    server = ServerProcess(
-        fetched_main.dest, "--workers", "2", "--drift-window", "400", "--drift-min-rows", "100", env={"TMPDIR": str(tmp_path)}
-    )
-    try:
-        server.wait_ready()
+    with started(fetched_main.dest, tmp_path, "--drift-window", "400", "--drift-min-rows", "100") as server:
         first, second = one_connection_per_worker(server).values()
         holdout = registered.holdout
         single = DriftMonitor(load_baseline_profile(str(fetched_main.dest / BASELINE_FILE)), window=400, min_rows=100)
@@ -234,22 +246,27 @@ def test_drift_pools_the_windows_of_the_workers(fetched_main: Fetched, registere
                     break
                 time.sleep(0.2)
             assert pooled == expected  # exactly: the same bin counts give the same floats
-    finally:
-        server.stop()
 
 
 def test_sigterm_stops_every_worker_and_removes_the_shared_directory(fetched_main: Fetched, tmp_path: Path):
-    server = ServerProcess(fetched_main.dest, "--workers", "2", "--no-drift", env={"TMPDIR": str(tmp_path)})
-    try:
-        server.wait_ready()
+    with started(fetched_main.dest, tmp_path, "--no-drift") as server:
         pids = workers_of(server)
         assert shared_directory(tmp_path) is not None
         os.kill(server.proc.pid, signal.SIGTERM)  # the supervisor alone, as the kubelet does
         assert server.proc.wait(timeout=60) == 0
-        assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert not any(running(pid) for pid in pids)
         assert shared_directory(tmp_path) is None
-    finally:
-        server.stop()
+
+
+def test_the_workers_stop_when_their_supervisor_is_killed(fetched_main: Fetched, tmp_path: Path):
+    with started(fetched_main.dest, tmp_path, "--no-drift") as server:
+        pids = workers_of(server)
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while any(running(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"workers still running: {pids}"
+            time.sleep(0.2)
 
 
 def test_a_model_that_fails_to_load_stops_the_server_with_status_1(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 from prometheus_client import ProcessCollector
@@ -46,8 +47,12 @@ def test_process_series_add_up_the_supervisor_and_its_live_workers(tmp_path):
         pids = [p.pid for p in processes]
         state = {"pids": pids, "restarts": 3, "reaped_cpu_seconds": 2.5}
         (tmp_path / STATE_FILE).write_text(json.dumps(state))
-        alone = [collected(ProcessCollector(pid=lambda pid=pid: pid, registry=None)) for pid in pids]
-        together = collected(WorkersCollector(str(tmp_path), Identity("fraud", "7", "canary")))
+        for _ in range(100):  # until the processes have settled (exec done): the same figures before and after
+            alone = [collected(ProcessCollector(pid=lambda pid=pid: pid, registry=None)) for pid in pids]
+            together = collected(WorkersCollector(str(tmp_path), Identity("fraud", "7", "canary")))
+            if alone == [collected(ProcessCollector(pid=lambda pid=pid: pid, registry=None)) for pid in pids]:
+                break
+            time.sleep(0.05)
     finally:
         for process in processes:
             process.kill()

@@ -17,11 +17,12 @@ replaced, after a growing delay when replacements keep dying soon after they sta
 its model before it takes connections, so the others serve meanwhile. A worker that exits with an error
 status (its model failed to load, which it wrote to the termination message) stops the server with that
 status. SIGTERM or SIGINT stops every worker (each finishes the requests it holds) within a bound, and
-the directory is removed.
+the directory is removed; a supervisor killed outright takes its workers with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import json
 import logging
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.multiprocess import mark_process_dead
@@ -48,6 +50,7 @@ POLL_SECONDS = 0.1
 STOP_SECONDS = 30.0  # for the workers to finish their requests once told to stop; then they are killed
 STABLE_SECONDS = 10.0  # a worker that dies sooner than this after it started is replaced after a delay
 MAX_DELAY_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class Supervisor:
         env = {**os.environ, DIRECTORY_ENV: self.directory, SOCKET_ENV: str(fd)}
         if load_first:
             env[LOAD_FIRST_ENV] = "1"
-        slot.proc = subprocess.Popen(self.command, env=env, pass_fds=(fd,))
+        slot.proc = subprocess.Popen(self.command, env=env, pass_fds=(fd,), preexec_fn=_stopped_with(os.getpid()))
         slot.started = time.monotonic()
         self._write_state()
 
@@ -187,6 +190,19 @@ class Supervisor:
         with open(f"{path}.partial", "w", encoding="utf-8") as handle:
             json.dump(state, handle)
         os.replace(f"{path}.partial", path)
+
+
+def _stopped_with(supervisor: int) -> Callable[[], None]:
+    """Run in a worker before it starts: SIGTERM it when the supervisor dies, even killed, so that no
+    worker outlives it holding the port (Linux's parent-death signal; the supervisor has no threads)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def in_the_worker() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before the signal was set up
+            os._exit(1)
+
+    return in_the_worker
 
 
 # --------------------------------------------------------------------------------------------------
