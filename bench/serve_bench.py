@@ -1,9 +1,11 @@
 """Serving benchmark: modelpilot's model server against `mlflow models serve`, same model, same load.
 
-    .venv/bin/python bench/serve_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32]
+    .venv/bin/python bench/serve_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32] [--workers 1]
 
 Starts a throwaway MLflow tracking server on loopback, trains and registers a small scikit-learn model
-with a baseline profile, then serves that version three times, each one uvicorn worker process:
+with a baseline profile, then serves that version three times, each with ``--workers`` worker processes
+(default 1; both servers take ``--workers N``: MLflow's runs N uvicorn workers, ours N workers under its
+supervisor, metrics and drift pooled):
 
 - baseline: ``mlflow models serve -m models:/<name>/<version> --env-manager local`` (MLflow's defaults);
 - ours: ``python -m modelpilot.serving.server`` on the directory ``modelpilot.serving.fetch`` downloaded,
@@ -257,6 +259,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
     parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching server")
+    parser.add_argument("--workers", type=int, default=1, help="--workers of every server (worker processes)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
 
@@ -315,7 +318,8 @@ def main() -> int:
         urls = {}
         for name, cmd in servers.items():
             port = free_port()
-            procs.append(start_process([*cmd, "--port", str(port)], {**env, **labels}, tmp / f"{port}.log"))
+            cmd = [*cmd, "--workers", str(args.workers), "--port", str(port)]
+            procs.append(start_process(cmd, {**env, **labels}, tmp / f"{port}.log"))
             urls[name] = f"http://127.0.0.1:{port}"
             probe = "/ping" if name == "mlflow models serve" else "/ready"
             wait_http_ok(f"{urls[name]}{probe}", procs[-1], tmp / f"{port}.log", 180)
@@ -324,7 +328,8 @@ def main() -> int:
         scenarios = [(4, [baseline, "modelpilot"], 1.5), (32, [baseline, "modelpilot, batching"], 3.0)]
         print(
             f"{args.rows} rows/request, {args.warmup:g}s warm-up + {args.seconds:g}s measured per run, "
-            f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}",
+            f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}, "
+            f"--workers {args.workers} for every server",
             flush=True,
         )
         results = run_rounds(urls, scenarios, payload_file, args)
