@@ -119,16 +119,21 @@ def node_stack(resolve_interval: str) -> Iterator[NodeStack]:
             stop_process(operator, timeout=15)
 
 
-def apply_judged(stack: NodeStack, namespace: str, name: str, model: str, steps: list[dict], analysis: dict) -> None:
-    """A namespace with the MLflow credentials Secret, and one ModelDeployment (one replica) of `model`'s
-    alias `champion`, its pods reaching MLflow from the node, its canaries judged on Prometheus."""
+def apply_served(stack: NodeStack, namespace: str, name: str, model: dict, **spec) -> None:
+    """A namespace with the MLflow credentials Secret, and one ModelDeployment (one replica unless `spec`
+    says otherwise) of `model` (a name with a version or an alias), its pods reaching MLflow from the node."""
     subprocess.run([*stack.kubectl, "create", "namespace", namespace], check=True, capture_output=True)
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-creds", "namespace": namespace},
               "stringData": stack.mlflow.credentials_env()}  # fmt: skip
     doc = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name, "namespace": namespace},
-           "spec": {"model": {"name": model, "alias": "champion"}, "replicas": 1,
+           "spec": {"model": model, "replicas": 1,
                     "mlflow": {"trackingUri": stack.mlflow.uri.replace("127.0.0.1", stack.cluster.network.host_ip),
-                               "credentialsSecret": "mlflow-creds"},
-                    "rollout": {"steps": steps, "analysis": {"prometheus": {"address": stack.prometheus.url}, **analysis}}}}  # fmt: skip
+                               "credentialsSecret": "mlflow-creds"}, **spec}}  # fmt: skip
     for body in (secret, doc):
         subprocess.run([*stack.kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)
+
+
+def apply_judged(stack: NodeStack, namespace: str, name: str, model: str, steps: list[dict], analysis: dict) -> None:
+    """`apply_served` of `model`'s alias `champion`, its canaries judged on Prometheus."""
+    rollout = {"steps": steps, "analysis": {"prometheus": {"address": stack.prometheus.url}, **analysis}}
+    apply_served(stack, namespace, name, {"name": model, "alias": "champion"}, rollout=rollout)

@@ -1,9 +1,11 @@
 """Serving benchmark: modelpilot's model server against `mlflow models serve`, same model, same load.
 
-    .venv/bin/python bench/serve_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32]
+    .venv/bin/python bench/serve_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32] [--workers 1]
 
 Starts a throwaway MLflow tracking server on loopback, trains and registers a small scikit-learn model
-with a baseline profile, then serves that version three times, each one uvicorn worker process:
+with a baseline profile, then serves that version three times, each with ``--workers`` worker processes
+(default 1; both servers take ``--workers N``: MLflow's runs N uvicorn workers, ours N workers under its
+supervisor, metrics and drift pooled):
 
 - baseline: ``mlflow models serve -m models:/<name>/<version> --env-manager local`` (MLflow's defaults);
 - ours: ``python -m modelpilot.serving.server`` on the directory ``modelpilot.serving.fetch`` downloaded,
@@ -194,6 +196,62 @@ def run_bound(model_dir: Path, payload_file: Path, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def report(results: dict[tuple[int, str], list[dict]], scenarios: list[tuple[int, list[str], float]], seconds: float,
+           limit: dict | None, batch_size: int) -> bool:
+    """Per scenario: each server's pooled throughput and latency, the ratios to the baseline (the first
+    name) with their range over rounds, the target, and the gap to the bound when it was measured.
+    Whether every target was met."""
+
+    def pooled(key: tuple[int, str]) -> tuple[float, float, float]:
+        runs = results[key]
+        latencies = sorted(x for r in runs for x in r["latencies_ms"])
+        rps = sum(r["requests"] for r in runs) / (seconds * len(runs))
+        return rps, percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+    print()
+    met_all = True
+    for concurrency, (base, ours), target in scenarios:
+        b, o = pooled((concurrency, base)), pooled((concurrency, ours))
+        rps_ratios = [r["rps"] / rb["rps"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
+        p99_ratios = [r["p99_ms"] / rb["p99_ms"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
+        print(f"{concurrency} connections{'':16s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
+        print(f"  {base:26s}{b[0]:10.1f}{b[1]:10.2f}{b[2]:10.2f}")
+        print(f"  {ours:26s}{o[0]:10.1f}{o[1]:10.2f}{o[2]:10.2f}")
+        print(f"  {'ratio (pooled)':26s}{o[0] / b[0]:10.2f}{o[1] / b[1]:10.2f}{o[2] / b[2]:10.2f}")
+        print(f"  per-round ratios, median (min-max): throughput {spread(rps_ratios)}, p99 {spread(p99_ratios)}")
+        met = o[0] >= target * b[0] and o[2] <= b[2]
+        met_all = met_all and met
+        print(f"  target (throughput >= {target:g}x, p99 <= 1.0x): {'met' if met else 'MISSED'}")
+        if limit is not None:
+            bound_rps = limit["one"] if concurrency == 4 else limit["batched"]
+            what = "one request's rows" if concurrency == 4 else f"{batch_size} requests' rows"
+            print(f"  bound: in-process predict on {what} per call {bound_rps:10.1f} req/s; ours at {o[0] / bound_rps:.2f} of it")
+        print()
+    return met_all
+
+
+def run_rounds(urls: dict[str, str], scenarios: list[tuple[int, list[str], float]], payload_file: Path,
+               args: argparse.Namespace) -> dict[tuple[int, str], list[dict]]:  # fmt: skip
+    """Every scenario's servers under the same load, `args.rounds` times, printing each run."""
+    results: dict[tuple[int, str], list[dict]] = {}
+    for round_no in range(args.rounds):
+        for concurrency, names, _ in scenarios:
+            # Alternate the order so neither server always runs right after the other's load.
+            for name in names if round_no % 2 == 0 else names[::-1]:
+                figures = run_load(urls[name], payload_file, concurrency, args)
+                results.setdefault((concurrency, name), []).append(figures)
+                print(
+                    f"  round {round_no + 1} {concurrency:2d} conn {name:22s} {figures['rps']:8.1f} req/s"
+                    f"  p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms"
+                    f"  errors {figures['errors']}",
+                    flush=True,
+                )
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
@@ -201,6 +259,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
     parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching server")
+    parser.add_argument("--workers", type=int, default=1, help="--workers of every server (worker processes)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
 
@@ -259,7 +318,8 @@ def main() -> int:
         urls = {}
         for name, cmd in servers.items():
             port = free_port()
-            procs.append(start_process([*cmd, "--port", str(port)], {**env, **labels}, tmp / f"{port}.log"))
+            cmd = [*cmd, "--workers", str(args.workers), "--port", str(port)]
+            procs.append(start_process(cmd, {**env, **labels}, tmp / f"{port}.log"))
             urls[name] = f"http://127.0.0.1:{port}"
             probe = "/ping" if name == "mlflow models serve" else "/ready"
             wait_http_ok(f"{urls[name]}{probe}", procs[-1], tmp / f"{port}.log", 180)
@@ -268,22 +328,11 @@ def main() -> int:
         scenarios = [(4, [baseline, "modelpilot"], 1.5), (32, [baseline, "modelpilot, batching"], 3.0)]
         print(
             f"{args.rows} rows/request, {args.warmup:g}s warm-up + {args.seconds:g}s measured per run, "
-            f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}",
+            f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}, "
+            f"--workers {args.workers} for every server",
             flush=True,
         )
-        results: dict[tuple[int, str], list[dict]] = {}
-        for round_no in range(args.rounds):
-            for concurrency, names, _ in scenarios:
-                # Alternate the order so neither server always runs right after the other's load.
-                for name in names if round_no % 2 == 0 else names[::-1]:
-                    figures = run_load(urls[name], payload_file, concurrency, args)
-                    results.setdefault((concurrency, name), []).append(figures)
-                    print(
-                        f"  round {round_no + 1} {concurrency:2d} conn {name:22s} {figures['rps']:8.1f} req/s"
-                        f"  p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms"
-                        f"  errors {figures['errors']}",
-                        flush=True,
-                    )
+        results = run_rounds(urls, scenarios, payload_file, args)
         limit = run_bound(model_dir, payload_file, args)
 
         # Proof that the servers measured had metrics and drift on.
@@ -294,33 +343,7 @@ def main() -> int:
             for name in ("modelpilot", "modelpilot, batching")
         )
 
-        def pooled(key: tuple[int, str]) -> tuple[float, float, float]:
-            runs = results[key]
-            latencies = sorted(x for r in runs for x in r["latencies_ms"])
-            rps = sum(r["requests"] for r in runs) / (args.seconds * len(runs))
-            return rps, percentile(latencies, 0.5), percentile(latencies, 0.99)
-
-        def spread(values: list[float]) -> str:
-            return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-        print()
-        met_all = True
-        for concurrency, (base, ours), target in [(c, names, t) for c, names, t in scenarios]:
-            b, o = pooled((concurrency, base)), pooled((concurrency, ours))
-            rps_ratios = [r["rps"] / rb["rps"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
-            p99_ratios = [r["p99_ms"] / rb["p99_ms"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
-            print(f"{concurrency} connections{'':16s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
-            print(f"  {base:26s}{b[0]:10.1f}{b[1]:10.2f}{b[2]:10.2f}")
-            print(f"  {ours:26s}{o[0]:10.1f}{o[1]:10.2f}{o[2]:10.2f}")
-            print(f"  {'ratio (pooled)':26s}{o[0] / b[0]:10.2f}{o[1] / b[1]:10.2f}{o[2] / b[2]:10.2f}")
-            print(f"  per-round ratios, median (min-max): throughput {spread(rps_ratios)}, p99 {spread(p99_ratios)}")
-            met = o[0] >= target * b[0] and o[2] <= b[2]
-            met_all = met_all and met
-            print(f"  target (throughput >= {target:g}x, p99 <= 1.0x): {'met' if met else 'MISSED'}")
-            bound_rps = limit["one"] if concurrency == 4 else limit["batched"]
-            what = "one request's rows" if concurrency == 4 else f"{args.batch_size} requests' rows"
-            print(f"  bound: in-process predict on {what} per call {bound_rps:10.1f} req/s; ours at {o[0] / bound_rps:.2f} of it")
-            print()
+        met_all = report(results, scenarios, args.seconds, limit, args.batch_size)
         print(f"drift exported by both modelpilot servers during the run: {drift_on}")
         print(f"all targets: {'met' if met_all else 'MISSED'}")
         return 0

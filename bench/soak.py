@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import apply_judged, leak_checked, memory_mib, node_stack  # noqa: E402
 from tests.support.load import Load  # noqa: E402
 from tests.support.mlflow import register_pyfunc_model, set_alias  # noqa: E402
+from tests.support.processes import processes_running  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 NAMESPACE, NAME, MODEL = "soak", "soaked", "soak-model"
@@ -88,18 +89,6 @@ def memory_and_fds(pid: int) -> tuple[float, int] | None:
         return None  # gone between listing and reading
 
 
-def model_servers() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if SERVER_COMMAND in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 class Sampler(threading.Thread):
     def __init__(self, operator_pid: int, every: float) -> None:
         super().__init__(daemon=True)
@@ -111,7 +100,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             now = time.monotonic() - self.t0
-            for key, pid in [("operator", self.operator_pid), *((f"model server {p}", p) for p in model_servers())]:
+            for key, pid in [("operator", self.operator_pid), *((f"model server {p}", p) for p in processes_running(SERVER_COMMAND))]:
                 sample = memory_and_fds(pid)
                 if sample is not None:
                     self.series.setdefault(key, Series(key)).points.append((now, *sample))

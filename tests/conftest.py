@@ -49,7 +49,9 @@ class ExistingCluster:
 
 @pytest.fixture(scope="session")
 def _termination_log(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("termination") / "termination-log")
+    path = tmp_path_factory.mktemp("termination") / "termination-log"
+    path.touch()  # as the kubelet's mount is there before the container starts
+    return str(path)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ import itertools
 import os
 import signal
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -29,6 +28,7 @@ from tests.integration.test_analysis_on_node import CHECKS, GOOD_ROWS
 from tests.support.load import Load, post_once_routed
 from tests.support.mlflow import register_pyfunc_model, set_alias
 from tests.support.modeldeployments import STEP_KINDS, apply_model, cluster_ip, condition, get, rollout_point, serving, wait_status
+from tests.support.processes import processes_running
 from tests.support.proxy import CuttableProxy
 from tests.support.waiting import wait_for
 from tests.support.figures import report_figure
@@ -150,18 +150,9 @@ def test_every_service_and_pair_away_at_every_point(kubectl, operator, mlflow, p
 
 def stable_server_pid() -> int:
     """The model server process of the stable track's pod, as the host sees it."""
-    wanted = {b"MODELPILOT_TRACK=stable", f"MODELPILOT_MODEL_NAME={MODEL}".encode()}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = set(Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"))
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"modelpilot.serving.server" in cmdline and wanted <= environ:
-            return int(entry)
-    raise AssertionError(f"no stable model server of {MODEL} on this machine")
+    found = processes_running("modelpilot.serving.server", frozenset({"MODELPILOT_TRACK=stable", f"MODELPILOT_MODEL_NAME={MODEL}"}))
+    assert found, f"no stable model server of {MODEL} on this machine"
+    return min(found)
 
 
 def restarts(kubectl, ns: str) -> int:

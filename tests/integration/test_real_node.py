@@ -17,6 +17,7 @@ import pytest
 from tests.cluster import launcher
 from tests.cluster import node as real_node
 from tests.cluster.node import NODE_NAME
+from tests.support.processes import processes_running
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -114,18 +115,7 @@ def _leftovers(slot: int) -> list[str]:
         found.append(f"link {network.host_link}")
     if network.state_dir.exists():
         found.append(str(network.state_dir))
-    found += _processes_under(network.state_dir)
-    return found
-
-
-def _processes_under(workdir: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(workdir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
-        except OSError:
-            continue
+    found += [cmd[:120] for cmd in processes_running(str(network.state_dir)).values()]
     return found
 
 
@@ -146,12 +136,12 @@ def test_stopping_a_cluster_leaves_nothing_behind(real_node, tmp_path, stop_sign
         assert found, "".join(lines)
         slot = int(found[0].split("slot ")[1].split(":")[0])
         assert _leftovers(slot), "the running node has its NAT rules, cgroups and link"
-        assert _processes_under(workdir)
+        assert processes_running(str(workdir))
     finally:
         proc.send_signal(stop_signal)
         proc.wait(timeout=60)
     assert proc.returncode in (0, -stop_signal, 128 + stop_signal), "".join(lines)
-    wait_for(lambda: not _processes_under(workdir) or None, "every process of the stopped cluster to exit", timeout=20)
+    wait_for(lambda: not processes_running(str(workdir)) or None, "every process of the stopped cluster to exit", timeout=20)
     assert _leftovers(slot) == []
 
 
@@ -170,5 +160,5 @@ def test_a_failed_node_start_leaves_nothing_behind(real_node, tmp_path):
         cluster.start()
     slot = cluster.network.slot
     assert _leftovers(slot) == []
-    assert _processes_under(cluster.workdir) == []
+    assert processes_running(str(cluster.workdir)) == {}
     shutil.rmtree(cluster.workdir)  # a failed start keeps its logs for the user; this one was expected

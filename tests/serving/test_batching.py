@@ -191,6 +191,7 @@ def test_the_batching_flags(tmp_path, monkeypatch):
     args = server.parse_args(["--max-batch-size", "64", "--max-batch-wait-ms", "0.5"])
     assert (args.max_batch_size, args.max_batch_wait_ms) == (64, 0.5)
     assert (server.parse_args([]).max_batch_size, server.parse_args([]).max_batch_wait_ms) == (1, 2.0)
+    (tmp_path / "termination-log").touch()
     monkeypatch.setattr(termination, "TERMINATION_LOG", str(tmp_path / "termination-log"))
     for wrong in (["--max-batch-size", "0"], ["--max-batch-wait-ms", "-1"], ["--max-batch-wait-ms", "5000"]):
         with pytest.raises(SystemExit) as exited:

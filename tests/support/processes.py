@@ -67,6 +67,26 @@ def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
+def processes_running(command: str, environment: frozenset[str] = frozenset()) -> dict[int, str]:
+    """Processes on this machine whose command line contains `command` and whose environment holds every
+    `NAME=value` of `environment` (pods' processes too: the real node's containers share this kernel).
+    Their pids, with the command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if command not in cmdline:
+                continue
+            if environment and not {e.encode() for e in environment} <= set((entry / "environ").read_bytes().split(b"\0")):
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry.name)] = cmdline
+    return found
+
+
 def start_process(cmd: list[str], env: dict[str, str] | None, log_path: Path) -> subprocess.Popen:
     """Start `cmd` in its own process group, stdout and stderr to `log_path`, dying with this process."""
     with open(log_path, "wb") as log:

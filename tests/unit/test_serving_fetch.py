@@ -126,9 +126,18 @@ def test_download_logs_progress_while_it_runs_and_once_done(tmp_path, monkeypatc
 def test_a_usage_error_is_the_whole_termination_message_without_the_usage_text(tmp_path, monkeypatch):
     from modelpilot.serving import server, termination
 
+    (tmp_path / "termination-log").touch()
     monkeypatch.setattr(termination, "TERMINATION_LOG", str(tmp_path / "termination-log"))
     with pytest.raises(SystemExit) as exited:
         server.parse_args(["--no-such-flag"])
     assert exited.value.code == 2
     written = (tmp_path / "termination-log").read_text()
     assert written == "python -m modelpilot.serving.server: error: unrecognized arguments: --no-such-flag"
+
+
+def test_outside_a_pod_no_termination_log_is_made(tmp_path, monkeypatch):
+    from modelpilot.serving import termination
+
+    monkeypatch.setattr(termination, "TERMINATION_LOG", str(tmp_path / "termination-log"))
+    termination.write_termination_message("model failed to load")
+    assert not (tmp_path / "termination-log").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import fcntl
 import http.server
 import json
 import logging
@@ -396,6 +397,21 @@ def test_server_flags_are_off_by_default_and_checked(capsys):
 def test_stdout_sink_writes_each_batch_as_lines(capfd):
     StdoutSink().write([b'{"a":1}\n', b'{"a":2}\n'])
     assert capfd.readouterr().out == '{"a":1}\n{"a":2}\n'
+
+
+def test_stdout_sinks_of_workers_write_their_batches_in_turn(capfd, tmp_path):
+    lock = tmp_path / "stdout.lock"
+    sink = StdoutSink(str(lock))
+    with open(lock, "a") as other_worker:
+        fcntl.flock(other_worker, fcntl.LOCK_EX)  # another worker in the middle of a batch
+        writer = threading.Thread(target=sink.write, args=([b'{"a":1}\n'],))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and capfd.readouterr().out == ""
+        fcntl.flock(other_worker, fcntl.LOCK_UN)
+    writer.join(10)
+    assert capfd.readouterr().out == '{"a":1}\n'
+    sink.close()
 
 
 # -- the hook in the ASGI layer ----------------------------------------------------------------------

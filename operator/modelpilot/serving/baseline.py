@@ -322,11 +322,19 @@ class DriftMonitor:
 
     def scores(self) -> tuple[float, dict[str, float]] | None:
         """(overall, per-feature PSI), or None while the window holds fewer than ``min_rows`` rows."""
+        rows, counts = self.window_counts()
+        return None if rows < self.min_rows else self.scores_of(counts)
+
+    def window_counts(self) -> tuple[int, np.ndarray]:
+        """Rows in the window and their bin counts (features x bins), pending rows folded in first."""
         with self._lock:
             self._flush_locked()
-            if self._filled < self.min_rows:
-                return None
-            counts = self._counts.reshape(len(self.names), self._width).astype(np.float64)
+            return self._filled, self._counts.reshape(len(self.names), self._width).copy()
+
+    def scores_of(self, counts: np.ndarray) -> tuple[float, dict[str, float]]:
+        """(overall, per-feature PSI) of a window's bin counts, as `window_counts` gives them: PSI depends on
+        the rows only through these counts, so counts summed over several windows score their union."""
+        counts = counts.astype(np.float64)
         per_feature = {}
         for i, name in enumerate(self.names):
             valid = self._valid[i]

@@ -26,8 +26,9 @@
 - when asked (``--log-requests-fraction``), logs a sampled share of scoring requests with their answers
   (``request_log``).
 
-One process, one uvicorn worker, like ``mlflow models serve``'s default: scale with replicas, which keeps
-metrics and drift windows per pod without Prometheus multiprocess files.
+One process, one uvicorn worker by default, like ``mlflow models serve``. With ``--workers N`` this
+process supervises N worker processes sharing the port (``workers``), whose metrics and drift windows
+are pooled so that any of them answers ``/metrics`` for the whole server.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from . import MANIFEST_FILE, MODEL_DIR
 from .baseline import BASELINE_FILE, DriftMonitor, ProfileError, load_baseline_profile
 from .batching import Batcher, score_one
+from .drift_pool import PooledDrift
 from .environments import environment_python
 from .fast_path import CONTENT_TYPE as FAST_CONTENT_TYPE
 from .fast_path import FastPath
@@ -59,6 +61,7 @@ from .request_log import add_arguments as add_request_log_arguments
 from .request_log import check_arguments as check_request_log_arguments
 from .request_log import from_args as request_log_from_args
 from .termination import ArgumentParser, write_termination_message
+from .workers import Worker, supervise
 
 log = logging.getLogger("modelpilot.serving.server")
 
@@ -119,6 +122,7 @@ class ServingApp:
         request_log: RequestLog | None = None,
         max_batch_size: int = 1,
         max_batch_wait: float = 0.002,
+        worker: Worker | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.metrics = metrics
@@ -134,6 +138,7 @@ class ServingApp:
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait
         self.batcher: Batcher | None = None  # fast-path requests scored together (--max-batch-size > 1)
+        self.worker = worker  # this process as one of --workers N, sharing metrics, drift and readiness
         self.load_error: str | None = None
         self.timeout: float | None = None  # scoring request timeout, enforced here (see _take_over_timeout)
         self._loader: threading.Thread | None = None
@@ -148,6 +153,11 @@ class ServingApp:
         if self._loader is None:
             self._loader = threading.Thread(target=self._load, name="model-loader", daemon=True)
             self._loader.start()
+
+    def wait_loaded(self) -> None:
+        """Load the model now, until it has loaded or failed to (`load_error`)."""
+        self.start_loading()
+        self._loader.join()
 
     def _load(self) -> None:
         from mlflow.pyfunc import scoring_server
@@ -168,6 +178,8 @@ class ServingApp:
         elapsed = time.perf_counter() - started
         self.metrics.model_loaded(elapsed)
         self.scoring = scoring
+        if self.worker is not None:
+            self.worker.model_loaded()
         log.info("model loaded in %.2fs; ready", elapsed)
 
     def mlflow_app(self, model: Any, drift: DriftMonitor | None = None) -> Any:
@@ -197,13 +209,24 @@ class ServingApp:
                 BASELINE_FILE,
             )
             return None
+        worker = self.worker
+        window = self.drift_window if worker is None else worker.window_share(self.drift_window)
         try:
-            monitor = DriftMonitor(load_baseline_profile(path), window=self.drift_window, min_rows=self.drift_min_rows)
+            monitor = DriftMonitor(load_baseline_profile(path), window=window, min_rows=self.drift_min_rows)
         except ProfileError as exc:
             log.warning("drift: %s; no drift metrics will be exported", exc)
             return None
-        self.metrics.watch_drift(monitor)
-        log.info("drift: monitoring %d features over the last %d rows", len(monitor.names), monitor.window)
+        if worker is None:
+            self.metrics.watch_drift(monitor.scores)
+            log.info("drift: monitoring %d features over the last %d rows", len(monitor.names), monitor.window)
+        else:
+            pool = PooledDrift(monitor, worker.directory, min_rows=min(self.drift_min_rows, self.drift_window))
+            pool.start()
+            self.metrics.watch_drift(pool.scores)
+            log.info(
+                "drift: monitoring %d features over the last %d rows of %d workers, %d of them in this one",
+                len(monitor.names), self.drift_window, worker.count, monitor.window,
+            )  # fmt: skip
         return monitor
 
     # -- ASGI ---------------------------------------------------------------------------------------
@@ -218,7 +241,7 @@ class ServingApp:
             elif path == "/health":
                 await _respond(send, 200, b'{"status": "alive"}\n')
             elif path == "/ready":
-                if self.scoring is not None:
+                if self.scoring is not None and (self.worker is None or self.worker.all_loaded()):
                     await _respond(send, 200, b'{"status": "ready"}\n')
                 else:
                     await _respond(send, 503, b'{"status": "loading"}\n')
@@ -584,6 +607,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="debug also keeps MLflow's stack_trace (the server's files and code) in error bodies",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port, metrics and drift (default 1: this process serves alone)",
+    )
+    parser.add_argument(
         "--max-batch-size",
         type=int,
         default=1,
@@ -600,6 +629,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_request_log_arguments(parser, args)
     if args.drift_window < 1 or args.drift_min_rows < 1:
         parser.error("--drift-window and --drift-min-rows must be positive")
+    if args.workers < 1:
+        parser.error("--workers must be positive")
     if args.max_batch_size < 1 or not 0 <= args.max_batch_wait_ms <= 1000:
         parser.error("--max-batch-size must be positive and --max-batch-wait-ms between 0 and 1000")
     return args
@@ -609,12 +640,28 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _enter_model_environment(args.model_dir, sys.argv[1:] if argv is None else argv)
+    _enter_model_environment(args.model_dir, argv)
     if args.timeout is not None:
         os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(args.timeout)
     identity = serving_identity(args.model_dir)
-    metrics = ServingMetrics(identity)
+    worker = Worker.from_env(args.workers) if args.workers > 1 else None
+    if worker is None:
+        log.info(
+            "serving %s (deployment=%r model=%r version=%r track=%r) on %s:%d%s",
+            args.model_dir,
+            identity.deployment,
+            identity.model_name,
+            identity.model_version,
+            identity.track,
+            args.host,
+            args.port,
+            f" with {args.workers} workers" if args.workers > 1 else "",
+        )
+    if args.workers > 1 and worker is None:
+        return supervise([sys.executable, "-m", "modelpilot.serving.server", *argv], args.host, args.port, args.workers)
+    metrics = ServingMetrics(identity, shared_dir=None if worker is None else worker.directory)
     app = ServingApp(
         args.model_dir,
         metrics,
@@ -622,31 +669,25 @@ def main(argv: list[str] | None = None) -> int:
         drift_min_rows=args.drift_min_rows,
         drift=not args.no_drift,
         stack_traces=args.log_level == "debug",
-        request_log=request_log_from_args(args, metrics),
+        request_log=request_log_from_args(args, metrics, stdout_lock=None if worker is None else worker.stdout_lock),
         max_batch_size=args.max_batch_size,
         max_batch_wait=args.max_batch_wait_ms / 1000,
+        worker=worker,
     )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        lifespan="on",
-        access_log=args.access_log,
-        log_level=args.log_level,
-    )
-    server = uvicorn.Server(config)
-    app.on_fatal = lambda: setattr(server, "should_exit", True)
-    log.info(
-        "serving %s (deployment=%r model=%r version=%r track=%r) on %s:%d",
-        args.model_dir,
-        identity.deployment,
-        identity.model_name,
-        identity.model_version,
-        identity.track,
-        args.host,
-        args.port,
-    )
-    server.run()
+    if worker is not None and worker.load_first:
+        app.wait_loaded()  # a replacement takes connections once it can score: the other workers serve meanwhile
+    if app.load_error is None:
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            lifespan="on",
+            access_log=args.access_log,
+            log_level=args.log_level,
+        )
+        server = uvicorn.Server(config)
+        app.on_fatal = lambda: setattr(server, "should_exit", True)
+        server.run(sockets=None if worker is None else [worker.socket()])
     if app.load_error is not None:
         write_termination_message(app.load_error)
         return 1

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 TERMINATION_LOG = "/dev/termination-log"
 
 
 def write_termination_message(message: str) -> None:
-    """Best effort: outside a pod there is no termination log, and that is fine."""
+    """Best effort. In a pod the kubelet has mounted the file; outside one there is none, and none is made
+    (so a server run by hand never leaves a stray /dev/termination-log behind)."""
     try:
-        with open(TERMINATION_LOG, "w", encoding="utf-8") as handle:
-            handle.write(message[:4000])
+        fd = os.open(TERMINATION_LOG, os.O_WRONLY | os.O_TRUNC)
     except OSError:
-        pass
+        return
+    with open(fd, "w", encoding="utf-8") as handle:
+        handle.write(message[:4000])
 
 
 class ArgumentParser(argparse.ArgumentParser):

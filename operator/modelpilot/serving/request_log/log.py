@@ -225,13 +225,20 @@ class RequestLog:
         self._failure_logged = now
 
 
-def from_args(args: argparse.Namespace, metrics: ServingMetrics, env: Mapping[str, str] | None = None) -> RequestLog | None:
-    """The server's request log as its flags configure it (None when off), its writer started."""
+def from_args(
+    args: argparse.Namespace,
+    metrics: ServingMetrics,
+    env: Mapping[str, str] | None = None,
+    stdout_lock: str | None = None,
+) -> RequestLog | None:
+    """The server's request log as its flags configure it (None when off), its writer started; `stdout_lock`
+    is the file the server's workers lock to write to their shared standard output (see StdoutSink)."""
     config = config_from_args(args)
     if config is None:
         return None
     env = os.environ if env is None else env
-    request_log = RequestLog(config, metrics, token=env.get(TOKEN_ENV) or None)
+    token = env.get(TOKEN_ENV) or None
+    request_log = RequestLog(config, metrics, token=token, sink=make_sink(config, token, stdout_lock))
     request_log.start()
     log.info(
         "request log: %g of scoring requests to %s%s, redacting %s; queue of %d",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import re
 import ssl
@@ -54,9 +55,24 @@ class Sink(Protocol):
 
 
 class StdoutSink:
-    """JSON lines on the process's standard output, one write per batch."""
+    """JSON lines on the process's standard output, one write per batch. With `lock`, a file that the
+    server's worker processes share, each batch is written under an flock of it: the workers share one
+    standard output, and a pipe keeps a write whole only up to 4 KiB."""
+
+    def __init__(self, lock: str | None = None) -> None:
+        self._lock = open(lock, "a") if lock is not None else None  # held open as long as the sink
 
     def write(self, lines: list[bytes]) -> None:
+        if self._lock is None:
+            self._write(lines)
+            return
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            self._write(lines)
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+    def _write(self, lines: list[bytes]) -> None:
         stream = sys.stdout
         data = b"".join(lines)
         buffer = getattr(stream, "buffer", None)
@@ -69,7 +85,8 @@ class StdoutSink:
             stream.flush()
 
     def close(self) -> None:
-        pass
+        if self._lock is not None:
+            self._lock.close()
 
 
 class SinkError(Exception):
@@ -149,7 +166,7 @@ class HttpSink:
                 pass
 
 
-def make_sink(config: RequestLogConfig, token: str | None) -> Sink:
+def make_sink(config: RequestLogConfig, token: str | None, stdout_lock: str | None = None) -> Sink:
     if config.sink == STDOUT:
-        return StdoutSink()
+        return StdoutSink(stdout_lock)
     return HttpSink(config.sink, token=token, timeout=config.timeout)
