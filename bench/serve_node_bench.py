@@ -1,10 +1,10 @@
 """Serving through the Service on the real node: the whole path a client's request takes.
 
-    .venv/bin/python bench/serve_node_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32]
+    .venv/bin/python bench/serve_node_bench.py [--seconds 10] [--rounds 3] [--rows 10] [--batch-size 32] [--workers 1]
 
 Starts the local cluster with its real node (as root), a real MLflow server, Prometheus and the operator,
 registers the model bench/serve_bench.py uses, and serves it three ways, each one pod on the real node
-behind a ClusterIP Service:
+behind a ClusterIP Service, each with ``--workers`` worker processes (default 1):
 
 - baseline: ``mlflow models serve`` in a pod of the runtime image, on the model the operator's own fetch
   step downloaded (the operator's Deployment with only the server's command changed);
@@ -48,7 +48,7 @@ def ready(kubectl: list[str], name: str) -> bool:
     return status.get("phase") == "Ready"
 
 
-def baseline_objects(served: dict) -> list[dict]:
+def baseline_objects(served: dict, workers: int) -> list[dict]:
     """`mlflow models serve` in the pod the operator rendered for `served` (same image, fetch step, volumes,
     security and resources), under labels of its own, and a Service in front of it."""
     labels = {"app.kubernetes.io/name": BASELINE}
@@ -57,7 +57,7 @@ def baseline_objects(served: dict) -> list[dict]:
     [server] = template["spec"]["containers"]
     model_dir = server["args"][server["args"].index("--model-dir") + 1]
     server["command"] = ["mlflow", "models", "serve"]
-    server["args"] = ["-m", model_dir, "--env-manager", "local", "--host", "0.0.0.0", "--port", "8080"]
+    server["args"] = ["-m", model_dir, "--env-manager", "local", "--host", "0.0.0.0", "--port", "8080", "--workers", str(workers)]
     server["env"] = [e for e in server["env"] if not e["name"].startswith("MODELPILOT_")]
     probe = {"httpGet": {"path": "/ping", "port": 8080}, "periodSeconds": 2}
     server["readinessProbe"], server["startupProbe"], server["livenessProbe"] = probe, {**probe, "failureThreshold": 300}, None
@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
     parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching ModelDeployment")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of every server")
     args = parser.parse_args()
 
     with node_stack(resolve_interval="60") as stack, tempfile.TemporaryDirectory(prefix="modelpilot-bench-") as tmp:
@@ -94,16 +95,17 @@ def main() -> int:
         payload_file.write_text(json.dumps({"dataframe_split": {"columns": rows["columns"], "data": rows["data"][: args.rows]}}))
 
         model = {"name": MODEL_NAME, "version": version}
-        apply_served(stack, NAMESPACE, "modelpilot", model)
+        workers = ["--workers", str(args.workers)]
+        apply_served(stack, NAMESPACE, "modelpilot", model, runtime={"args": workers})
         body = {"apiVersion": "modelpilot.io/v1alpha1", "kind": "ModelDeployment",
                 "metadata": {"name": "modelpilot-batching", "namespace": NAMESPACE},
                 "spec": {**kubectl_json(kubectl, "get", "modeldeployment", "modelpilot", "-n", NAMESPACE)["spec"],
-                         "runtime": {"args": ["--max-batch-size", str(args.batch_size)]}}}  # fmt: skip
+                         "runtime": {"args": [*workers, "--max-batch-size", str(args.batch_size)]}}}  # fmt: skip
         subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(body), text=True, check=True, capture_output=True)
         for name in ("modelpilot", "modelpilot-batching"):
             wait_for(lambda: ready(kubectl, name), f"{name} Ready", timeout=START_TIMEOUT, interval=2)
         served = kubectl_json(kubectl, "get", "deployment", "modelpilot", "-n", NAMESPACE)
-        for obj in baseline_objects(served):
+        for obj in baseline_objects(served, args.workers):
             subprocess.run([*kubectl, "apply", "-f", "-"], input=yaml.safe_dump(obj), text=True, check=True, capture_output=True)
         subprocess.run([*kubectl, "rollout", "status", f"deployment/{BASELINE}", "-n", NAMESPACE, f"--timeout={START_TIMEOUT}s"],
                        check=True, capture_output=True)  # fmt: skip
@@ -114,7 +116,7 @@ def main() -> int:
         baseline = "mlflow models serve"
         scenarios = [(4, [baseline, "modelpilot"], 1.5), (32, [baseline, "modelpilot, batching"], 3.0)]
         print(f"through each Service on the real node: {args.rows} rows/request, {args.warmup:g}s warm-up + "
-              f"{args.seconds:g}s measured per run, {args.rounds} rounds", flush=True)  # fmt: skip
+              f"{args.seconds:g}s measured per run, {args.rounds} rounds, --workers {args.workers}", flush=True)  # fmt: skip
         results = run_rounds(urls, scenarios, payload_file, args)
         met_all = report(results, scenarios, args.seconds, None, args.batch_size)
         print(f"all targets: {'met' if met_all else 'MISSED'}")
