@@ -252,14 +252,20 @@ def run_rounds(urls: dict[str, str], scenarios: list[tuple[int, list[str], float
     return results
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_arguments(description: str) -> argparse.ArgumentParser:
+    """The load and the servers' shape, the same wherever the servers run."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each run")
     parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
     parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching server")
     parser.add_argument("--workers", type=int, default=1, help="--workers of every server (worker processes)")
+    return parser
+
+
+def main() -> int:
+    parser = load_arguments(__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
 

@@ -18,7 +18,6 @@ against ours; 32 connections, baseline against ours with batching; rounds altern
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -31,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import apply_served, leak_checked, node_stack  # noqa: E402
-from bench.serve_bench import MODEL_NAME, PYTHON, TRAIN, report, run_rounds  # noqa: E402
+from bench.serve_bench import MODEL_NAME, PYTHON, TRAIN, load_arguments, report, run_rounds  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 NAMESPACE = "serve-bench"
@@ -72,13 +71,7 @@ def baseline_objects(served: dict, workers: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each run")
-    parser.add_argument("--rows", type=int, default=10, help="rows per scoring request")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every scenario")
-    parser.add_argument("--batch-size", type=int, default=32, help="--max-batch-size of the batching ModelDeployment")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes of every server")
+    parser = load_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
 
     with node_stack(resolve_interval="60") as stack, tempfile.TemporaryDirectory(prefix="modelpilot-bench-") as tmp:
