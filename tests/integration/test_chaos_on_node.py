@@ -66,7 +66,10 @@ def read_rollout(custom: client.CustomObjectsApi, ns: str) -> dict:
 
 
 def step_events(kubectl, ns: str) -> dict[str, dict]:
-    found = get(kubectl, "events", "-n", ns, "--field-selector", f"involvedObject.name={NAME}")["items"]
+    # The ModelDeployment's own: its Deployment has the same name, and the Deployment controller counts
+    # a repeated Event of its own up (a ReplicaSet scaled up again when a version comes back).
+    selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={NAME}"
+    found = get(kubectl, "events", "-n", ns, "--field-selector", selector)["items"]
     return {e["metadata"]["name"]: e for e in found}
 
 
