@@ -36,17 +36,22 @@ class CuttableProxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
         """Refuse new connections until `restore`, and drop the open ones (a watch stream, a keep-alive
         connection), as a server that went away would."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
         with self._lock:
+            listener, self._listener = self._listener, None
             dropped, self._open = self._open, set()
+        if listener is not None:
+            # close() alone leaves the port listening while the accept thread is blocked on it (the kernel
+            # keeps the socket for the call): clients would still get through, and the restore could not
+            # bind. shutdown() ends the accept at once.
+            _close(listener)
+            listener.close()
         for sock in dropped:
             _close(sock)
 
@@ -63,6 +68,11 @@ class CuttableProxy:
                 continue
             server.settimeout(None)  # the bound was for connecting: a watch stream may idle for minutes
             with self._lock:
+                if self._listener is not listener:  # cut while this one was being connected
+                    for sock in (client, server):
+                        _close(sock)
+                        sock.close()
+                    return
                 self._open.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
@@ -77,6 +87,7 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     finally:
         for sock in (source, sink):
             _close(sock)
+        source.close()  # each direction's thread closes its source; the sink is the other's source
 
 
 def _close(sock: socket.socket) -> None:
