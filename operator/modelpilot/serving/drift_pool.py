@@ -26,6 +26,14 @@ PUBLISH_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
+def replace_atomically(path: str, data: bytes) -> None:
+    """Write `path` whole: readers in other processes see the old content or the new, never half of it."""
+    partial = f"{path}.partial"
+    with open(partial, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
+
+
 def _path(directory: str, pid: int | str) -> str:
     return os.path.join(directory, f"drift_{pid}.bin")
 
@@ -76,10 +84,7 @@ class PooledDrift:
         with self._lock:
             if self._published is not None and np.array_equal(record, self._published):
                 return
-            partial = f"{self._path}.partial"
-            with open(partial, "wb") as handle:
-                handle.write(record.tobytes())
-            os.replace(partial, self._path)  # readers see the old window or the new one, never half of one
+            replace_atomically(self._path, record.tobytes())
             self._published = record
 
     def scores(self) -> tuple[float, dict[str, float]] | None:

@@ -186,10 +186,7 @@ class Supervisor:
             "restarts": self.restarts,
             "reaped_cpu_seconds": usage.ru_utime + usage.ru_stime,
         }
-        path = os.path.join(self.directory, STATE_FILE)
-        with open(f"{path}.partial", "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-        os.replace(f"{path}.partial", path)
+        drift_pool.replace_atomically(os.path.join(self.directory, STATE_FILE), json.dumps(state).encode())
 
 
 def _stopped_with(supervisor: int) -> Callable[[], None]:
