@@ -27,7 +27,9 @@ class Answer:
 
 class Load:
     """`with Load(url, body) as load: ...`; then `load.answers`. A new connection per request, as many
-    clients do: kube-proxy picks the pod per connection, so every request is a fresh routing decision."""
+    clients do: kube-proxy picks the pod per connection, so every request is a fresh routing decision.
+    One client per thread, though: building a client (its TLS context) per request cost more CPU than the
+    requests themselves, and the suite's load shares two cores with the cluster it measures."""
 
     def __init__(self, url: str, body: dict | list[dict], workers: int = 4, timeout: float = 10, max_seconds: float = 600):
         # Several bodies are sent in turn, each worker starting at its own.
@@ -49,12 +51,16 @@ class Load:
             thread.join(timeout=self.timeout + 5)
 
     def _run(self, turn: int) -> None:
+        with fresh_connection_client(self.timeout) as client:
+            self._send_until_stopped(client, turn)
+
+    def _send_until_stopped(self, client: httpx.Client, turn: int) -> None:
         while not self._stop.is_set() and time.monotonic() < self._deadline:
             body = self.bodies[turn % len(self.bodies)]
             turn += 1
             sent = time.monotonic()
             try:
-                response = httpx.post(self.url, json=body, timeout=self.timeout)
+                response = client.post(self.url, json=body)
                 answer = Answer(sent, response.status_code, response.headers.get(VERSION_HEADER),
                                 None if response.status_code == 200 else response.text[:200], time.monotonic())
             except httpx.HTTPError as exc:
@@ -68,6 +74,12 @@ class Load:
 
     def failures(self) -> list[Answer]:
         return [a for a in self.answers if not a.ok]
+
+
+def fresh_connection_client(timeout: float) -> httpx.Client:
+    """A client that opens a new connection for every request: none is kept alive for reuse."""
+    return httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0),
+                        headers={"connection": "close"})
 
 
 def post_once_routed(url: str, body: dict, timeout: float = 30) -> httpx.Response:
