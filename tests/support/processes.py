@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import random
@@ -14,9 +13,11 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import httpx
+
+from modelpilot.serving.parent_death import signal_when_parent_dies
 
 
 def free_port() -> int:
@@ -41,30 +42,12 @@ def free_port_to_rebind() -> int:
     raise RuntimeError(f"no free loopback port between {max(1024, low // 2)} and {low}")
 
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - not Linux
-    _libc = None
-
-
 def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     """A preexec_fn that makes the child get SIGKILL when its parent dies, so no server outlives a
-    killed test run.
-
-    PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
-    """
-    if _libc is None or not sys.platform.startswith("linux"):
+    killed test run. Only from the main thread: the signal comes when the forking thread exits."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def preexec() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+    return signal_when_parent_dies(parent_pid, signal.SIGKILL)
 
 
 def processes_running(command: str, environment: frozenset[str] = frozenset()) -> dict[int, str]:

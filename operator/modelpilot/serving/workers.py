@@ -22,7 +22,6 @@ the directory is removed; a supervisor killed outright takes its workers with it
 
 from __future__ import annotations
 
-import ctypes
 import glob
 import json
 import logging
@@ -34,12 +33,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.multiprocess import mark_process_dead
 
 from . import drift_pool
+from .parent_death import signal_when_parent_dies
 
 DIRECTORY_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when it is imported
 SOCKET_ENV = "MODELPILOT_WORKER_FD"
@@ -50,7 +49,6 @@ POLL_SECONDS = 0.1
 STOP_SECONDS = 30.0  # for the workers to finish their requests once told to stop; then they are killed
 STABLE_SECONDS = 10.0  # a worker that dies sooner than this after it started is replaced after a delay
 MAX_DELAY_SECONDS = 5.0
-_PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,10 @@ class Supervisor:
         env = {**os.environ, DIRECTORY_ENV: self.directory, SOCKET_ENV: str(fd)}
         if load_first:
             env[LOAD_FIRST_ENV] = "1"
-        slot.proc = subprocess.Popen(self.command, env=env, pass_fds=(fd,), preexec_fn=_stopped_with(os.getpid()))
+        # A worker stops when the supervisor dies, even killed, so none outlives it holding the port (the
+        # supervisor has no threads, so the forking thread lives as long as it does).
+        stop_with_supervisor = signal_when_parent_dies(os.getpid(), signal.SIGTERM)
+        slot.proc = subprocess.Popen(self.command, env=env, pass_fds=(fd,), preexec_fn=stop_with_supervisor)
         slot.started = time.monotonic()
         self._write_state()
 
@@ -187,19 +188,6 @@ class Supervisor:
             "reaped_cpu_seconds": usage.ru_utime + usage.ru_stime,
         }
         drift_pool.replace_atomically(os.path.join(self.directory, STATE_FILE), json.dumps(state).encode())
-
-
-def _stopped_with(supervisor: int) -> Callable[[], None]:
-    """Run in a worker before it starts: SIGTERM it when the supervisor dies, even killed, so that no
-    worker outlives it holding the port (Linux's parent-death signal; the supervisor has no threads)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def in_the_worker() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != supervisor:  # it died before the signal was set up
-            os._exit(1)
-
-    return in_the_worker
 
 
 # --------------------------------------------------------------------------------------------------
