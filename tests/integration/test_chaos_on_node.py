@@ -73,7 +73,7 @@ def step_events(kubectl, ns: str) -> dict[str, dict]:
     return {e["metadata"]["name"]: e for e in found}
 
 
-def run_round(kubectl, operator, custom, ns: str, mlflow, current: Round, history_before: int) -> None:
+def run_round(kubectl, operator, custom, ns: str, mlflow, current: Round) -> None:
     """Flip the alias to the round's version and drive the kills until the rollout has ended."""
     set_alias(mlflow, MODEL, "champion", current.version)
     pending = list(current.targets)
@@ -82,7 +82,9 @@ def run_round(kubectl, operator, custom, ns: str, mlflow, current: Round, histor
     while time.monotonic() < deadline:
         rollout = read_rollout(custom, ns)
         current.samples.append(rollout)
-        if len(rollout.get("history") or []) > history_before and rollout.get("phase") in ("Completed", "Aborted"):
+        # The history keeps only the last rollouts, so its length stops growing: look at its last entry.
+        last = (rollout.get("history") or [{}])[-1]
+        if last.get("version") == current.version and rollout.get("phase") in ("Completed", "Aborted"):
             return
         point = rollout_point(rollout, current.version, STEP_KINDS)
         # A point the rollout already went past is not waited for.
@@ -155,8 +157,7 @@ def chaos(kubectl, operator, kube_api, mlflow, pod_mlflow_uri, prometheus_url: s
             version = register_pyfunc_model(mlflow, MODEL, "good" if good else "failing", seed=seed + len(rounds) + 1)
             current = Round(version, good, schedule(rng, good))
             before_events = set(step_events(kubectl, ns))
-            history_before = len(read_rollout(custom, ns).get("history") or [])
-            run_round(kubectl, operator, custom, ns, mlflow, current, history_before)
+            run_round(kubectl, operator, custom, ns, mlflow, current)
             status = wait_status(kubectl, operator, ns, NAME, lambda st: st.get("phase") in ("Ready", "Degraded")
                                  and not st.get("canary") and not (st.get("stable") or {}).get("updatingTo"),
                                  f"version {version}'s rollout to settle")  # fmt: skip
