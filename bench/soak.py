@@ -132,14 +132,18 @@ def rollout(kubectl: list[str]) -> dict:
     return ((yaml.safe_load(done.stdout) or {}).get("status") or {}) if done.returncode == 0 else {}
 
 
+def last_rollout(kubectl: list[str]) -> dict:
+    """The last ended rollout in status, {} before any."""
+    return ((rollout(kubectl).get("rollout") or {}).get("history") or [{}])[-1]
+
+
 def flip(kubectl, mlflow, good: bool, seed: int) -> tuple[str, str]:
     """Move the alias to a new version; wait for its rollout to end; (version, outcome)."""
-    before = len((rollout(kubectl).get("rollout") or {}).get("history") or [])
     version = register_pyfunc_model(mlflow, MODEL, "good" if good else "failing", seed=seed)
     set_alias(mlflow, MODEL, "champion", version)
-    ended = wait_for(lambda: len((r := (rollout(kubectl).get("rollout") or {})).get("history") or []) > before
-                     and r["history"][-1]["version"] == version and r["history"][-1], f"version {version}'s rollout to end",
-                     TIMEOUT, 1.0)  # fmt: skip
+    # The history keeps only the last rollouts, so its length stops growing: look at its last entry.
+    ended = wait_for(lambda: (last := last_rollout(kubectl)).get("version") == version and last,
+                     f"version {version}'s rollout to end", TIMEOUT, 1.0)
     return version, ended["outcome"]
 
 
