@@ -16,7 +16,10 @@ Two scenarios, each a closed loop of keep-alive connections from a separate load
 127.0.0.1 (each connection sends the next request when the previous answer arrives), after a warm-up:
 
 - 4 connections: baseline against ours (target: throughput >= 1.5x, p99 <= 1.0x);
-- 32 connections: baseline against ours with batching (target: throughput >= 3x, p99 <= 1.0x).
+- 32 connections: baseline against ours with batching (target: throughput >= 3x, p99 <= 1.0x);
+- with ``--workers N`` above 1, a third, threads against processes: ours as one process scoring on its
+  thread pool against ours with N worker processes, at 4 connections (no target: it measures which is
+  faster).
 
 Servers alternate within each scenario and round. It also measures the physical bound: the same
 model's predict function, in a process of its own, on the same rows (one request's rows per call, and
@@ -48,6 +51,8 @@ from tests.support.processes import free_port, start_process, stop_process, wait
 
 PYTHON = sys.executable
 MODEL_NAME = "bench-clf"
+BASELINE = "mlflow models serve"
+ONE_PROCESS = "modelpilot, 1 process"
 
 
 TRAIN = """
@@ -196,7 +201,10 @@ def run_bound(model_dir: Path, payload_file: Path, args: argparse.Namespace) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def report(results: dict[tuple[int, str], list[dict]], scenarios: list[tuple[int, list[str], float]], seconds: float,
+Scenario = tuple[int, list[str], float | None]  # connections, (baseline, measured), throughput target
+
+
+def report(results: dict[tuple[int, str], list[dict]], scenarios: list[Scenario], seconds: float,
            limit: dict | None, batch_size: int) -> bool:
     """Per scenario: each server's pooled throughput and latency, the ratios to the baseline (the first
     name) with their range over rounds, the target, and the gap to the bound when it was measured.
@@ -213,19 +221,23 @@ def report(results: dict[tuple[int, str], list[dict]], scenarios: list[tuple[int
 
     print()
     met_all = True
-    for concurrency, (base, ours), target in scenarios:
-        b, o = pooled((concurrency, base)), pooled((concurrency, ours))
-        rps_ratios = [r["rps"] / rb["rps"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
-        p99_ratios = [r["p99_ms"] / rb["p99_ms"] for r, rb in zip(results[(concurrency, ours)], results[(concurrency, base)])]
+    for index, (concurrency, (base, ours), target) in enumerate(scenarios):
+        b, o = pooled((index, base)), pooled((index, ours))
+        pairs = list(zip(results[(index, ours)], results[(index, base)]))
+        rps_ratios = [r["rps"] / rb["rps"] for r, rb in pairs]
+        p99_ratios = [r["p99_ms"] / rb["p99_ms"] for r, rb in pairs]
         print(f"{concurrency} connections{'':16s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}")
         print(f"  {base:26s}{b[0]:10.1f}{b[1]:10.2f}{b[2]:10.2f}")
         print(f"  {ours:26s}{o[0]:10.1f}{o[1]:10.2f}{o[2]:10.2f}")
         print(f"  {'ratio (pooled)':26s}{o[0] / b[0]:10.2f}{o[1] / b[1]:10.2f}{o[2] / b[2]:10.2f}")
         print(f"  per-round ratios, median (min-max): throughput {spread(rps_ratios)}, p99 {spread(p99_ratios)}")
-        met = o[0] >= target * b[0] and o[2] <= b[2]
-        met_all = met_all and met
-        print(f"  target (throughput >= {target:g}x, p99 <= 1.0x): {'met' if met else 'MISSED'}")
-        if limit is not None:
+        if target is None:
+            print("  no target: which of the two is faster is what this scenario measures")
+        else:
+            met = o[0] >= target * b[0] and o[2] <= b[2]
+            met_all = met_all and met
+            print(f"  target (throughput >= {target:g}x, p99 <= 1.0x): {'met' if met else 'MISSED'}")
+        if limit is not None and base == BASELINE:
             bound_rps = limit["one"] if concurrency == 4 else limit["batched"]
             what = "one request's rows" if concurrency == 4 else f"{batch_size} requests' rows"
             print(f"  bound: in-process predict on {what} per call {bound_rps:10.1f} req/s; ours at {o[0] / bound_rps:.2f} of it")
@@ -233,16 +245,17 @@ def report(results: dict[tuple[int, str], list[dict]], scenarios: list[tuple[int
     return met_all
 
 
-def run_rounds(urls: dict[str, str], scenarios: list[tuple[int, list[str], float]], payload_file: Path,
+def run_rounds(urls: dict[str, str], scenarios: list[Scenario], payload_file: Path,
                args: argparse.Namespace) -> dict[tuple[int, str], list[dict]]:  # fmt: skip
-    """Every scenario's servers under the same load, `args.rounds` times, printing each run."""
+    """Every scenario's servers under the same load, `args.rounds` times, printing each run; the runs
+    are keyed by (scenario index, server), so a server in two scenarios keeps them apart."""
     results: dict[tuple[int, str], list[dict]] = {}
     for round_no in range(args.rounds):
-        for concurrency, names, _ in scenarios:
+        for index, (concurrency, names, _) in enumerate(scenarios):
             # Alternate the order so neither server always runs right after the other's load.
             for name in names if round_no % 2 == 0 else names[::-1]:
                 figures = run_load(urls[name], payload_file, concurrency, args)
-                results.setdefault((concurrency, name), []).append(figures)
+                results.setdefault((index, name), []).append(figures)
                 print(
                     f"  round {round_no + 1} {concurrency:2d} conn {name:22s} {figures['rps']:8.1f} req/s"
                     f"  p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms"
@@ -314,24 +327,30 @@ def main() -> int:
 
         labels = {"MODELPILOT_DEPLOYMENT": "bench", "MODELPILOT_MODEL_VERSION": version, "MODELPILOT_TRACK": "stable"}
         servers = {
-            "mlflow models serve": [shutil.which("mlflow", path=os.path.dirname(PYTHON)) or "mlflow", "models",
+            BASELINE: [shutil.which("mlflow", path=os.path.dirname(PYTHON)) or "mlflow", "models",
                                     "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1"],
             "modelpilot": [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
                            "--host", "127.0.0.1"],
             "modelpilot, batching": [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
                                      "--host", "127.0.0.1", "--max-batch-size", str(args.batch_size)],
         }  # fmt: skip
+        workers = {name: args.workers for name in servers}
+        if args.workers > 1:
+            # Threads against processes: one process scores on its thread pool, the other has N workers.
+            servers[ONE_PROCESS] = servers["modelpilot"]
+            workers[ONE_PROCESS] = 1
         urls = {}
         for name, cmd in servers.items():
             port = free_port()
-            cmd = [*cmd, "--workers", str(args.workers), "--port", str(port)]
+            cmd = [*cmd, "--workers", str(workers[name]), "--port", str(port)]
             procs.append(start_process(cmd, {**env, **labels}, tmp / f"{port}.log"))
             urls[name] = f"http://127.0.0.1:{port}"
-            probe = "/ping" if name == "mlflow models serve" else "/ready"
+            probe = "/ping" if name == BASELINE else "/ready"
             wait_http_ok(f"{urls[name]}{probe}", procs[-1], tmp / f"{port}.log", 180)
 
-        baseline = "mlflow models serve"
-        scenarios = [(4, [baseline, "modelpilot"], 1.5), (32, [baseline, "modelpilot, batching"], 3.0)]
+        scenarios = [(4, [BASELINE, "modelpilot"], 1.5), (32, [BASELINE, "modelpilot, batching"], 3.0)]
+        if args.workers > 1:
+            scenarios.append((4, [ONE_PROCESS, "modelpilot"], None))
         print(
             f"{args.rows} rows/request, {args.warmup:g}s warm-up + {args.seconds:g}s measured per run, "
             f"{args.rounds} rounds, batching server: --max-batch-size {args.batch_size}, "

@@ -243,7 +243,7 @@ class LocalCluster:
             raise ClusterStartError(self.real_node_reason)
         self._slot = real_node.SlotLock()
         # Addresses of slot 0 unless a real node claims a slot: without routes nothing can collide.
-        self.network = real_node.NodeNetwork(0)
+        self.network = real_node.NodeNetwork(0, routed=False)
         self.node: real_node.RealNode | None = None
 
     @property

@@ -14,7 +14,7 @@ Addresses come from a slot (0-15), claimed with a lock file, so that two cluster
 
     pods of the real node    10.(128+slot).0.0/24   on the bridge `cni0`, gateway .1
     pods of kwok nodes       10.(128+slot).128.0/17 (never routed anywhere: kwok pods serve nothing)
-    services                 10.96.(16*slot).0/20
+    services                 10.96.(16*slot).0/20   (a cluster without a real node: 10.96.0.0/16)
     host <-> node veth       10.(128+slot).255.1 (host) / .2 (node IP)
 
 The host routes the slot's pod and service ranges into the node's namespace, which has no default route:
@@ -75,9 +75,12 @@ def unavailable_reason() -> str | None:
 
 @dataclass(frozen=True)
 class NodeNetwork:
-    """The addresses of one slot (see the module docstring)."""
+    """The addresses of one slot (see the module docstring). Unrouted (no real node) the Service range
+    is a /16: nothing routes it, so it cannot collide, and a /20 runs out at about 1,360 ModelDeployments
+    of three Services each."""
 
     slot: int
+    routed: bool = True
 
     def _ip(self, third: int, fourth: int) -> str:
         return f"10.{128 + self.slot}.{third}.{fourth}"
@@ -101,7 +104,7 @@ class NodeNetwork:
 
     @property
     def service_cidr(self) -> str:
-        return f"10.96.{16 * self.slot}.0/20"
+        return f"10.96.{16 * self.slot}.0/20" if self.routed else "10.96.0.0/16"
 
     @property
     def kubernetes_service_ip(self) -> str:
