@@ -334,22 +334,21 @@ def main() -> int:
             "modelpilot, batching": [PYTHON, "-m", "modelpilot.serving.server", "--model-dir", str(model_dir),
                                      "--host", "127.0.0.1", "--max-batch-size", str(args.batch_size)],
         }  # fmt: skip
-        workers = {name: args.workers for name in servers}
+        workers = {}  # a server's --workers where it is not args.workers
         if args.workers > 1:
             # Threads against processes: one process scores on its thread pool, the other has N workers.
-            servers[ONE_PROCESS] = servers["modelpilot"]
-            workers[ONE_PROCESS] = 1
+            servers[ONE_PROCESS], workers[ONE_PROCESS] = servers["modelpilot"], 1
         urls = {}
         for name, cmd in servers.items():
             port = free_port()
-            cmd = [*cmd, "--workers", str(workers[name]), "--port", str(port)]
+            cmd = [*cmd, "--workers", str(workers.get(name, args.workers)), "--port", str(port)]
             procs.append(start_process(cmd, {**env, **labels}, tmp / f"{port}.log"))
             urls[name] = f"http://127.0.0.1:{port}"
             probe = "/ping" if name == BASELINE else "/ready"
             wait_http_ok(f"{urls[name]}{probe}", procs[-1], tmp / f"{port}.log", 180)
 
         scenarios = [(4, [BASELINE, "modelpilot"], 1.5), (32, [BASELINE, "modelpilot, batching"], 3.0)]
-        if args.workers > 1:
+        if ONE_PROCESS in servers:
             scenarios.append((4, [ONE_PROCESS, "modelpilot"], None))
         print(
             f"{args.rows} rows/request, {args.warmup:g}s warm-up + {args.seconds:g}s measured per run, "
