@@ -51,7 +51,8 @@ class _Failing:
 
 def test_a_failed_periodic_reconcile_logs_no_error_repr(monkeypatch, caplog):
     monkeypatch.setattr(handlers, "RECONCILER", _Failing())
-    store = {("ml", "m"): [{"metadata": {"namespace": "ml", "name": "m", "uid": "u1"}}]}
+    body = {"metadata": {"namespace": "ml", "name": "m", "uid": "u1"}}
+    store = {key: [kept] for key, kept in asyncio.run(handlers.modeldeployments_by_name(namespace="ml", name="m", uid="u1", body=body)).items()}
 
     async def one_pass():
         resync = handlers.Resync(store, cluster=None)
