@@ -15,8 +15,6 @@ from urllib.parse import urlparse
 
 import kopf
 
-from . import allocator
-
 # HTTP clients log every request URL at INFO: credentials can hide in a URL, and the registry's requests
 # would flood the log besides.
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
@@ -69,7 +67,6 @@ def parse_args(argv: list[str] | None = None, env: Mapping[str, str] | None = No
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose, args.log_level)
-    allocator.limit_arenas()  # before any thread starts: each would take an arena of its own
     from . import handlers  # noqa: F401  (registers the handlers)
     from .metrics import serve
 

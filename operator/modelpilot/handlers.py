@@ -2,8 +2,7 @@
 
 Handlers are async and thin; the reconciler runs every blocking Kubernetes and MLflow call in a bounded
 pool of its own, so none stalls the event loop. Owned objects and the pods of model versions are cached in
-kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile reads nothing it already knows;
-the indexes keep them packed (kube/snapshot.py), since each is read only when its owner is reconciled.
+kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile reads nothing it already knows.
 """
 
 from __future__ import annotations
@@ -15,12 +14,11 @@ from dataclasses import dataclass
 
 import kopf
 
-from . import allocator
 from .api import GROUP, PLURAL, VERSION
 from .coalesce import Coalescer
 from .kube.handover import HANDOVER_MANAGER
 from .kube.objects import FIELD_MANAGER
-from .kube.snapshot import pack, unpack
+from .kube.snapshot import compact
 from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
 from .reconcile import Outcome, Reconciler
 from .render.labels import LABEL_DEPLOYMENT, MANAGED_BY
@@ -59,7 +57,7 @@ _OUR_MANAGERS = {FIELD_MANAGER, HANDOVER_MANAGER}
 def _snapshot(body) -> dict:
     """A copy of a ModelDeployment to reconcile from; its managedFields are never read."""
     meta = body.get("metadata") or {}
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return compact({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
 
 
 def _owned_snapshot(body) -> dict:
@@ -67,17 +65,12 @@ def _owned_snapshot(body) -> dict:
     and would be kept for every object."""
     meta = body.get("metadata") or {}
     ours = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
-    return {**body, "metadata": {**meta, "managedFields": ours}}
+    return compact({**body, "metadata": {**meta, "managedFields": ours}})
 
 
 @kopf.index(*MD, id="modeldeployments")
-async def modeldeployments_by_name(namespace, name, uid, body, **_):
-    """Kept with its uid, which the resync pass reads of every object without unpacking it."""
-    return {(namespace, name): (uid, pack(_snapshot(body)))}
-
-
-def _modeldeployments(index: kopf.Index, key) -> list[dict]:
-    return [unpack(packed) for _, packed in index.get(key, ())]
+async def modeldeployments_by_name(namespace, name, body, **_):
+    return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED, id="deployments")
@@ -86,7 +79,7 @@ def _modeldeployments(index: kopf.Index, key) -> list[dict]:
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED, id="budgets")
 async def owned_by_name(namespace, name, body, **_):
     """In-memory copies of what ModelDeployments own, keyed by (namespace, name)."""
-    return {(namespace, name): pack(_owned_snapshot(body))}
+    return {(namespace, name): _owned_snapshot(body)}
 
 
 @kopf.index("v1", "pods", labels=OWNED, id="pods")
@@ -94,7 +87,7 @@ async def pods_by_owner(namespace, labels, body, **_):
     """Pods keyed by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod;
     trimmed to what the start-failure judgement reads, since pods are many."""
     owner = labels.get(LABEL_DEPLOYMENT)
-    return {(namespace, owner): pack(health.essentials(dict(body)))} if owner else {}
+    return {(namespace, owner): compact(health.essentials(dict(body)))} if owner else {}
 
 
 @dataclass(frozen=True)
@@ -111,12 +104,12 @@ class _Indexed:
         # Kinds with no index (an HTTPRoute, whose CRD may not be installed) are asked of the API server.
         index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers,
                  "PodDisruptionBudget": self.budgets}.get(kind)  # fmt: skip
-        for packed in index.get((namespace, name), ()) if index is not None else ():
-            return unpack(packed)
+        for body in index.get((namespace, name), ()) if index is not None else ():
+            return body
         return None
 
     def pods(self, namespace: str, deployment: str) -> list[dict]:
-        return [unpack(packed) for packed in self.pod_index.get((namespace, deployment), ())]
+        return list(self.pod_index.get((namespace, deployment), ()))
 
 
 @kopf.on.resume(*MD)
@@ -139,13 +132,13 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
     memo.resync.task = asyncio.create_task(memo.resync.forever())
 
     async def wake(key) -> None:
-        for body in _modeldeployments(modeldeployments, key):
+        for body in modeldeployments.get(key, ()):
             await _reconcile("timer", body, cluster, resolve=False)
 
     memo.wakeups = asyncio.create_task(WAKEUPS.forever(wake))
 
     async def owned_changed(key) -> None:
-        for body in _modeldeployments(modeldeployments, key):
+        for body in modeldeployments.get(key, ()):
             await _reconcile("owned", body, cluster, resolve=False)
 
     memo.owners = Coalescer(owned_changed)
@@ -191,30 +184,25 @@ class Resync:
     async def forever(self) -> None:
         while True:
             await asyncio.sleep(SETTINGS.resolve_interval_seconds)
-            # What the last interval's work freed goes back to the kernel (see allocator.py).
-            await asyncio.to_thread(allocator.release)
             try:
                 self.once()
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("periodic resync failed; trying again next interval")
 
     def once(self) -> None:
-        kept = {uid: packed for store in list(self.modeldeployments.values()) for uid, packed in store}
-        RECONCILER.retain(set(kept))
-        for uid, packed in kept.items():
+        bodies = {body["metadata"]["uid"]: body for store in list(self.modeldeployments.values()) for body in store}
+        RECONCILER.retain(set(bodies))
+        for uid, body in bodies.items():
             if uid in self.running:
                 continue
-            # Unpacked by the task itself: a pass never holds every object's body at once.
-            task = asyncio.create_task(self._reconcile(packed))
+            task = asyncio.create_task(_reconcile("resync", body, self.cluster))
             self.running[uid] = task
-            task.add_done_callback(lambda _, uid=uid: self.running.pop(uid))
+            task.add_done_callback(lambda done, uid=uid, meta=body["metadata"]: self._done(uid, meta, done))
 
-    async def _reconcile(self, packed: bytes) -> None:
-        body = unpack(packed)
-        try:
-            await _reconcile("resync", body, self.cluster)
-        except Exception as failure:  # one object's failure ends no loop
-            meta = body["metadata"]
+    def _done(self, uid: str, meta: dict, task: asyncio.Task) -> None:
+        del self.running[uid]
+        if not task.cancelled() and task.exception() is not None:  # one object's failure ends no loop
+            failure = task.exception()
             # Not %r: the repr of some errors (a UnicodeDecodeError) holds all the bytes they were given.
             log.error("periodic reconcile of %s/%s failed: %s: %s", meta["namespace"], meta["name"],
                       type(failure).__name__, failure)

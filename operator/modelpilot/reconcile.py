@@ -24,7 +24,6 @@ from .kube import objects
 from .kube.events import post_event
 from .kube.ownership import foreign
 from .kube.secrets import SecretCache, SecretStore
-from .kube.snapshot import pack, unpack
 from .metrics import ROLLOUT_ENDINGS, ROLLOUTS
 from .registry.errors import CredentialsSecretInvalid, CredentialsSecretMissing, RegistryError
 from .registry.mlflow import Credentials, MlflowRegistry
@@ -76,9 +75,8 @@ class _Memory:
     """What the operator remembers of one ModelDeployment between reconciles."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # We are the only writer of status: what we last wrote is fresher than a watch event may be. Kept packed
-    # (one is kept for every object, and parsing it again costs less than parsing the spec).
-    written: bytes | None = None
+    # We are the only writer of status: what we last wrote is fresher than a watch event may be.
+    status: ModelDeploymentStatus | None = None
     # The newest resolution planned with, and the generation it answered.
     resolution: Resolution | None = None
     generation: int = 0
@@ -87,13 +85,6 @@ class _Memory:
     # The resourceVersion of the body the last reconcile started from, if it ended leaving nothing pending:
     # no retry, no timer, no exception.
     settled_at: str | None = None
-
-    def status(self, body: dict) -> ModelDeploymentStatus:
-        """The status last written, else the body's."""
-        return _parse_status(body.get("status") if self.written is None else unpack(self.written))
-
-    def wrote(self, status: ModelDeploymentStatus) -> None:
-        self.written = pack(status.to_wire())
 
     def newest(self, generation: int, resolution: Resolution | None) -> Resolution | None:
         """`resolution`, unless one asked later about the same generation was already planned with: an
@@ -165,7 +156,7 @@ class Reconciler:
         memory = self._memory.setdefault(uid, _Memory())
         spec, resolution = _read_spec(body)
         if spec is not None:
-            recorded = memory.status(body)
+            recorded = memory.status or _parse_status(body.get("status"))
             if resolve or not resolved_for(recorded, generation):
                 # Outside the lock: an owned object's event need not wait for the registry.
                 resolution = await self._resolve(meta["namespace"], spec)
@@ -173,7 +164,7 @@ class Reconciler:
             async with memory.lock:
                 if memory.gone:
                     return None
-                status = memory.status(body)
+                status = memory.status or _parse_status(body.get("status"))
                 if resync and self._settled(memory, meta, generation, resolution, spec, status):
                     return None
                 memory.settled_at = None
@@ -187,7 +178,7 @@ class Reconciler:
                 if outcome is not None and spec is not None and spec.rollout.analysis.tag_rollbacks:
                     await self._tag_rollback(meta, spec, status, outcome.status)
                 if outcome is not None:
-                    memory.wrote(outcome.status)
+                    memory.status = outcome.status
                     if resolution is not None:
                         memory.resolution, memory.generation = resolution, generation
                     if outcome.retry_because is None and outcome.requeue_after is None:
