@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 import uuid
@@ -37,10 +38,18 @@ def configure_logging(verbose: bool, level: str = "info") -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
+def namespace_name(value: str) -> str:
+    # Names only, not kopf's patterns: what ModelDeployments own is watched in each namespace by name.
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name")
+    return value
+
+
 def parse_args(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> argparse.Namespace:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="modelpilot-operator", description=__doc__)
-    parser.add_argument("--namespace", action="append", help="watch only these namespaces (default: all)")
+    parser.add_argument("--namespace", action="append", type=namespace_name,
+                        help="watch only these namespaces, by name (default: all)")
     parser.add_argument("--verbose", action="store_true", help="same as --log-level=debug")
     # The environment too, so the Helm chart's logLevel needs no change to the argument list.
     parser.add_argument(
@@ -76,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    # The memo tells the informers of owned objects (handlers.py) which namespaces to watch.
     operate = dict(clusterwide=not args.namespace, namespaces=args.namespace or [], liveness_endpoint=args.liveness or None,
-                   standalone=True)  # fmt: skip
+                   standalone=True, memo=kopf.Memo(namespaces=args.namespace or []))  # fmt: skip
     from .metrics import LEADER
 
     if not args.leader_election:

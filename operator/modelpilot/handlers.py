@@ -1,8 +1,9 @@
 """kopf wiring: which events trigger a reconcile, and when a failure is retried with backoff.
 
 Handlers are async and thin; the reconciler runs every blocking Kubernetes and MLflow call in a bounded
-pool of its own, so none stalls the event loop. Owned objects and the pods of model versions are cached in
-kopf indexes (one watch per kind, not one per ModelDeployment), so a reconcile reads nothing it already knows.
+pool of its own, so none stalls the event loop. ModelDeployments are cached in a kopf index, and what they
+own and the pods of model versions by informers (one watch per kind, not one per ModelDeployment), so a
+reconcile reads nothing it already knows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import kopf
 from .api import GROUP, PLURAL, VERSION
 from .coalesce import Coalescer
 from .kube.handover import HANDOVER_MANAGER
+from .kube.informer import Informer, Kind, Store
 from .kube.objects import FIELD_MANAGER
 from .kube.snapshot import compact
 from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
@@ -44,8 +46,6 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     )
     # Our own Events are posted by kube/events.py; kopf's per-handler chatter stays in the log.
     settings.posting.enabled = False
-    # The API server filters pods, so the operator never receives the rest of the cluster's pods.
-    settings.watching.label_selectors["v1", "pods"] = ",".join(f"{k}={v}" for k, v in OWNED.items())
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -73,38 +73,44 @@ async def modeldeployments_by_name(namespace, name, body, **_):
     return {(namespace, name): _snapshot(body)}
 
 
-@kopf.index("apps", "v1", "deployments", labels=OWNED, id="deployments")
-@kopf.index("v1", "services", labels=OWNED, id="services")
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED, id="autoscalers")
-@kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED, id="budgets")
-async def owned_by_name(namespace, name, body, **_):
-    """In-memory copies of what ModelDeployments own, keyed by (namespace, name)."""
-    return {(namespace, name): _owned_snapshot(body)}
+def _pod_copy(body) -> dict:
+    """Pods are many: a pod's copy keeps only what the start-failure judgement reads."""
+    return compact(health.essentials(body))
 
 
-@kopf.index("v1", "pods", labels=OWNED, id="pods")
-async def pods_by_owner(namespace, labels, body, **_):
-    """Pods keyed by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod;
-    trimmed to what the start-failure judgement reads, since pods are many."""
-    owner = labels.get(LABEL_DEPLOYMENT)
-    return {(namespace, owner): compact(health.essentials(dict(body)))} if owner else {}
+def _by_name(body: dict) -> tuple[str, str]:
+    meta = body["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+def _by_owner(body: dict) -> tuple[str, str] | None:
+    """Pods by (namespace, ModelDeployment), so a reconcile finds its own without scanning every pod."""
+    meta = body["metadata"]
+    owner = (meta.get("labels") or {}).get(LABEL_DEPLOYMENT)
+    return (meta["namespace"], owner) if owner else None
+
+
+# What ModelDeployments own, each kept by an informer (kube/informer.py) rather than kopf: see why there.
+OWNED_KINDS = {
+    "Deployment": Kind("apps/v1", "deployments"),
+    "Service": Kind("v1", "services"),
+    "HorizontalPodAutoscaler": Kind("autoscaling/v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": Kind("policy/v1", "poddisruptionbudgets"),
+}
+PODS = Kind("v1", "pods")
 
 
 @dataclass(frozen=True)
 class _Indexed:
-    """The reconciler's view of the cluster (`reconcile.Lookup`), answered from kopf's indexes."""
+    """The reconciler's view of the cluster (`reconcile.Lookup`), answered from the informers' stores."""
 
-    deployments: kopf.Index
-    services: kopf.Index
-    autoscalers: kopf.Index
-    budgets: kopf.Index
-    pod_index: kopf.Index
+    owned: dict[str, Store]
+    pod_index: Store
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
-        # Kinds with no index (an HTTPRoute, whose CRD may not be installed) are asked of the API server.
-        index = {"Deployment": self.deployments, "Service": self.services, "HorizontalPodAutoscaler": self.autoscalers,
-                 "PodDisruptionBudget": self.budgets}.get(kind)  # fmt: skip
-        for body in index.get((namespace, name), ()) if index is not None else ():
+        # Kinds with no store (an HTTPRoute, whose CRD may not be installed) are asked of the API server.
+        store = self.owned.get(kind)
+        for body in store.get((namespace, name), ()) if store is not None else ():
             return body
         return None
 
@@ -112,22 +118,51 @@ class _Indexed:
         return list(self.pod_index.get((namespace, deployment), ()))
 
 
+def _informers(cluster: _Indexed, namespaces: list[str], changed) -> list[Informer]:
+    """One informer per kind and watched namespace, all filtered by the API server to what we manage."""
+    loop, selector = asyncio.get_running_loop(), ",".join(f"{k}={v}" for k, v in OWNED.items())
+    kinds = [(kind, _owned_snapshot, cluster.owned[name]) for name, kind in OWNED_KINDS.items()]
+    kinds.append((PODS, _pod_copy, cluster.pod_index))
+    return [Informer(kind, selector, namespace, trim, store, changed, loop)
+            for kind, trim, store in kinds for namespace in namespaces or [None]]  # fmt: skip
+
+
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD, field="spec")
-async def on_spec(body, retry, deployments, services, autoscalers, budgets, pods, **_):
-    outcome = await _reconcile("spec", _snapshot(body), _Indexed(deployments, services, autoscalers, budgets, pods))
+async def on_spec(body, retry, memo: kopf.Memo, **_):
+    outcome = await _reconcile("spec", _snapshot(body), memo.cluster)
     if outcome and outcome.retry_because is not None:
         # Back off 5s, 10s, 20s ... up to 5 minutes; the periodic resync keeps watching after that.
         raise kopf.TemporaryError(outcome.retry_because, delay=min(300, 5 * 2 ** min(retry, 6)))
 
 
 @kopf.on.startup()
-async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services, autoscalers, budgets, pods, **_) -> None:
-    """One loop for all ModelDeployments re-resolves them every interval, so a moved alias or a model
-    registered later is noticed. Not a kopf timer: that is a task per object and adds a finalizer,
-    which would make deleting a ModelDeployment (or its namespace) wait for the operator."""
-    cluster = _Indexed(deployments, services, autoscalers, budgets, pods)
+async def start_resync(memo: kopf.Memo, modeldeployments, **_) -> None:
+    """Fills the caches of what ModelDeployments own before any is reconciled, then starts one loop for all
+    ModelDeployments that re-resolves them every interval, so a moved alias or a model registered later is
+    noticed. Not a kopf timer: that is a task per object and adds a finalizer, which would make deleting a
+    ModelDeployment (or its namespace) wait for the operator."""
+    cluster = memo.cluster = _Indexed({name: Store(_by_name) for name in OWNED_KINDS}, Store(_by_owner))
+
+    async def owned_changed(key) -> None:
+        for body in modeldeployments.get(key, ()):
+            await _reconcile("owned", body, cluster, resolve=False)
+
+    memo.owners = Coalescer(owned_changed)
+
+    def changed(body: dict) -> None:
+        """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
+        back any hand edit of what we manage. Asked, not awaited (see coalesce.py)."""
+        owner = (body["metadata"].get("labels") or {}).get(LABEL_DEPLOYMENT)
+        if owner:
+            memo.owners.ask((body["metadata"]["namespace"], owner))
+
+    memo.informers = _informers(cluster, memo.get("namespaces") or [], changed)
+    for informer in memo.informers:
+        informer.start()
+    await asyncio.gather(*(informer.synced.wait() for informer in memo.informers))
+
     memo.resync = Resync(modeldeployments, cluster)
     memo.resync.task = asyncio.create_task(memo.resync.forever())
 
@@ -137,15 +172,11 @@ async def start_resync(memo: kopf.Memo, modeldeployments, deployments, services,
 
     memo.wakeups = asyncio.create_task(WAKEUPS.forever(wake))
 
-    async def owned_changed(key) -> None:
-        for body in modeldeployments.get(key, ()):
-            await _reconcile("owned", body, cluster, resolve=False)
-
-    memo.owners = Coalescer(owned_changed)
-
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_) -> None:
+    for informer in memo.informers:
+        informer.stop()
     memo.resync.task.cancel()
     memo.wakeups.cancel()
     memo.owners.cancel()
@@ -209,28 +240,15 @@ class Resync:
 
 
 @kopf.on.event(*MD)
-async def on_modeldeployment_event(type, uid, body, deployments, services, autoscalers, budgets, pods, **_):
+async def on_modeldeployment_event(type, uid, body, memo: kopf.Memo, **_):
     if type == "DELETED":
         RECONCILER.forget(uid)
         OBJECTS.forget(body["metadata"]["namespace"], body["metadata"]["name"])
     elif _new_request(body):
-        await _reconcile("request", _snapshot(body), _Indexed(deployments, services, autoscalers, budgets, pods), resolve=False)
+        await _reconcile("request", _snapshot(body), memo.cluster, resolve=False)
 
 
 def _new_request(body) -> bool:
     """A manual rollout request the status does not yet record as handled."""
     handled = ((body.get("status") or {}).get("rollout") or {}).get("handledRequests") or ()
     return any(request.id not in handled for request in requests.pending(body.get("metadata", {}).get("annotations")))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-@kopf.on.event("v1", "services", labels=OWNED)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-@kopf.on.event("v1", "pods", labels=OWNED)
-async def on_owned_event(namespace, labels, memo: kopf.Memo, **_):
-    """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
-    back any hand edit of what we manage. Asked, not awaited (see coalesce.py)."""
-    owner = labels.get(LABEL_DEPLOYMENT)
-    if owner:
-        memo.owners.ask((namespace, owner))

@@ -390,8 +390,8 @@ def _apply_workload(owner: Owner, spec: ModelDeploymentSpec, decision: Plan, set
 
 
 def _live(desired: dict, cluster: Lookup) -> dict | None:
-    """The live object of `desired`'s name: from the index of ours, else asked of the API server, which also
-    knows objects that are not ours (and ours the index has not seen yet)."""
+    """The live object of `desired`'s name: from the cache of ours, else asked of the API server, which also
+    knows objects that are not ours (and ours the cache has not seen yet)."""
     meta = desired["metadata"]
     found = cluster.get(desired["kind"], meta["namespace"], meta["name"])
     if found is None:

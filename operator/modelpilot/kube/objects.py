@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from kubernetes.client.exceptions import ApiException
 
 from ..api import GROUP
-from .client import REQUEST_TIMEOUT, api_client
+from .client import send
 from .diff import drift
 from .handover import HANDOVER_MANAGER, replicas_handover
 
@@ -36,17 +36,8 @@ def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
 
 
 def call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
-    """One request through the client's auth and TLS; the JSON answer, or ApiException on an error status."""
-    client = api_client()
-    headers = {"Accept": "application/json"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    method, full_url, headers, body, post = client.param_serialize(
-        method=method, resource_path=url, query_params=query or [], header_params=headers, body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = client.call_api(method, full_url, header_params=headers, body=body, post_params=post,
-                               _request_timeout=REQUEST_TIMEOUT)
+    """One request; the JSON answer, or ApiException on an error status."""
+    response = send(method, url, body=body, query=query, content_type=content_type)
     response.read()
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
