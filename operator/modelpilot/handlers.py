@@ -18,7 +18,7 @@ import kopf
 from .api import GROUP, PLURAL, VERSION
 from .coalesce import Coalescer
 from .kube.handover import HANDOVER_MANAGER
-from .kube.informer import Informer, Kind, Store
+from .kube.informer import Copy, Informer, Kind, Store
 from .kube.objects import FIELD_MANAGER
 from .kube.snapshot import compact
 from .metrics import IN_FLIGHT, RECONCILE_SECONDS, RECONCILES, WAKEUPS_PENDING, ObjectGauges
@@ -61,11 +61,11 @@ def _snapshot(body) -> dict:
 
 
 def _owned_snapshot(body) -> dict:
-    """A copy of an owned object, keeping only our own managedFields entries: other managers' are never read
+    """What is kept of an owned object: all but other managers' managedFields entries, which are never read
     and would be kept for every object."""
     meta = body.get("metadata") or {}
     ours = [e for e in meta.get("managedFields") or () if e.get("manager") in _OUR_MANAGERS]
-    return compact({**body, "metadata": {**meta, "managedFields": ours}})
+    return {**body, "metadata": {**meta, "managedFields": ours}}
 
 
 @kopf.index(*MD, id="modeldeployments")
@@ -75,7 +75,7 @@ async def modeldeployments_by_name(namespace, name, body, **_):
 
 def _pod_copy(body) -> dict:
     """Pods are many: a pod's copy keeps only what the start-failure judgement reads."""
-    return compact(health.essentials(body))
+    return health.essentials(body)
 
 
 def _by_name(body: dict) -> tuple[str, str]:
@@ -151,12 +151,12 @@ async def start_resync(memo: kopf.Memo, modeldeployments, **_) -> None:
 
     memo.owners = Coalescer(owned_changed)
 
-    def changed(body: dict) -> None:
+    def changed(copy: Copy) -> None:
         """An owned object or one of the pods changed: report readiness (or why new pods cannot start) and put
         back any hand edit of what we manage. Asked, not awaited (see coalesce.py)."""
-        owner = (body["metadata"].get("labels") or {}).get(LABEL_DEPLOYMENT)
+        owner = copy.labels.get(LABEL_DEPLOYMENT)
         if owner:
-            memo.owners.ask((body["metadata"]["namespace"], owner))
+            memo.owners.ask((copy.namespace, owner))
 
     memo.informers = _informers(cluster, memo.get("namespaces") or [], changed)
     for informer in memo.informers:

@@ -37,7 +37,7 @@ def test_an_informer_keeps_only_what_we_manage_and_reports_each_later_change(kub
         changes: list[tuple[str, str | None]] = []
         informer = Informer(Kind("v1", "configmaps"), "app.kubernetes.io/managed-by=modelpilot", namespace,
                             lambda body: {"metadata": body["metadata"], "data": body.get("data")}, store,
-                            lambda body: changes.append((body["metadata"]["name"], (body.get("data") or {}).get("value"))),
+                            lambda copy: changes.append((copy.body["metadata"]["name"], (copy.body.get("data") or {}).get("value"))),
                             asyncio.get_running_loop(), client=kube_api)  # fmt: skip
         informer.start()
         try:

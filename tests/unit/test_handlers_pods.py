@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from modelpilot import handlers
-from modelpilot.kube.informer import Copy, Store
+from modelpilot.kube.informer import Store
 
 
 def pod(name: str, deployment: str | None, namespace: str = "ml") -> dict:
@@ -23,8 +23,7 @@ def pod(name: str, deployment: str | None, namespace: str = "ml") -> dict:
 
 
 def kept(store: Store, body: dict) -> None:
-    meta = body["metadata"]
-    store.put(Copy(meta["uid"], meta["resourceVersion"], meta["namespace"], handlers._pod_copy(body)))
+    store.put(store.copy(body, handlers._pod_copy(body)))
 
 
 async def informers(namespaces: list[str]) -> list:
@@ -54,6 +53,7 @@ def test_pods_are_kept_by_their_modeldeployment_and_trimmed():
     assert "spec" not in copy and "managedFields" not in copy["metadata"]
     assert copy["status"]["containerStatuses"][0]["ready"] is True
     assert len(store) == 1
+    assert store.get(("ml", "fraud")) == (copy,) and store.get(("ml", "fraud"))[0] is not copy, "each read a fresh copy"
 
 
 def test_reconcile_reads_a_modeldeployments_pods_and_owned_objects_from_the_stores():
@@ -61,11 +61,11 @@ def test_reconcile_reads_a_modeldeployments_pods_and_owned_objects_from_the_stor
     for name, owner in [("fraud-a", "fraud"), ("fraud-b", "fraud"), ("churn-a", "churn")]:
         kept(pods, pod(name, owner))
     deployments = Store(handlers._by_name)
-    deployment = {"metadata": {"name": "fraud", "namespace": "ml"}}
-    deployments.put(Copy("d1", "1", "ml", deployment))
+    deployment = {"metadata": {"name": "fraud", "namespace": "ml", "uid": "d1", "resourceVersion": "1"}}
+    deployments.put(deployments.copy(deployment, deployment))
     live = handlers._Indexed({"Deployment": deployments, "Service": Store(handlers._by_name)}, pods)
     assert [p["metadata"]["name"] for p in live.pods("ml", "fraud")] == ["fraud-a", "fraud-b"]
     assert live.pods("other", "fraud") == []
-    assert live.get("Deployment", "ml", "fraud") is deployment
+    assert live.get("Deployment", "ml", "fraud") == deployment
     assert live.get("Service", "ml", "fraud") is None
     assert live.get("HTTPRoute", "ml", "fraud") is None

@@ -6,11 +6,13 @@ from modelpilot.kube.informer import Copy, Kind, Store
 
 
 def copy(uid: str, version: str, namespace: str = "ml", owner: str = "fraud") -> Copy:
-    return Copy(uid, version, namespace, {"metadata": {"name": uid, "namespace": namespace, "owner": owner}})
+    body = {"metadata": {"name": uid, "namespace": namespace, "uid": uid, "resourceVersion": version,
+                         "labels": {"modelpilot.io/deployment": owner}, "managedFields": [{"manager": "kubelet"}]}}
+    return Store(by_owner).copy(body, {"metadata": {k: v for k, v in body["metadata"].items() if k != "managedFields"}})
 
 
 def by_owner(body: dict):
-    return body["metadata"]["namespace"], body["metadata"]["owner"]
+    return body["metadata"]["namespace"], body["metadata"]["labels"]["modelpilot.io/deployment"]
 
 
 def test_objects_sharing_a_key_are_all_kept_and_a_moved_object_leaves_its_old_key():
@@ -39,9 +41,17 @@ def test_a_relist_reports_what_changed_or_went_while_unwatched_and_nothing_else(
     assert len(store) == 0
 
 
+def test_a_copy_keeps_what_was_kept_packed_and_its_labels_decoded():
+    kept = copy("a", "7")
+    assert (kept.uid, kept.version, kept.namespace, kept.key) == ("a", "7", "ml", ("ml", "fraud"))
+    assert kept.labels == {"modelpilot.io/deployment": "fraud"}
+    assert isinstance(kept.packed, bytes) and "managedFields" not in kept.body["metadata"]
+
+
 def test_a_key_of_none_is_not_kept():
     store = Store(lambda body: None)
-    store.put(copy("a", "1"))
+    body = {"metadata": {"name": "a", "uid": "a", "resourceVersion": "1"}}
+    store.put(store.copy(body, body))
     assert len(store) == 0
 
 

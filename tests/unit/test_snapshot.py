@@ -1,10 +1,11 @@
-"""Copies kept in the indexes: equal to what they copy, independent of it, sharing strings with each other."""
+"""Copies kept in the caches: equal to what they copy and independent of it; compacted ones sharing strings
+with each other, packed ones small."""
 
 from __future__ import annotations
 
 import json
 
-from modelpilot.kube.snapshot import SHARED_UP_TO, compact
+from modelpilot.kube.snapshot import SHARED_UP_TO, compact, pack, unpack
 
 
 def body(name: str) -> dict:
@@ -38,3 +39,19 @@ def test_long_strings_are_copied_as_they_are():
     first, second = compact(body("fraud")), compact(body("scorer"))
     assert len(first["spec"]["note"]) > SHARED_UP_TO
     assert first["spec"]["note"] == second["spec"]["note"] and first["spec"]["note"] is not second["spec"]["note"]
+
+
+def test_an_unpacked_copy_equals_what_was_packed_and_is_independent_of_other_unpackings():
+    original = {**body("fraud"), "status": {"ratio": 0.25, "missing": None, "note": "ünïcode ✓", "ok": False}}
+    packed = pack(original)
+    first = unpack(packed)
+    assert first == original
+    first["spec"]["ports"][0]["port"] = 81
+    first["metadata"]["labels"]["extra"] = "1"
+    assert unpack(packed) == original
+
+
+def test_a_packed_copy_is_smaller_than_its_json():
+    # Kept objects repeat their keys and values (a Deployment's managedFields mirror its spec).
+    many = {"items": [body(f"model-{i}") for i in range(20)]}
+    assert len(pack(many)) < len(json.dumps(many)) / 4

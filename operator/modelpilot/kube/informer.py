@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from .client import REQUEST_TIMEOUT, send, watch_client
+from .snapshot import compact, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -35,44 +36,57 @@ RETRY_SECONDS = (0.5, 1, 2, 5)
 
 @dataclass(frozen=True)
 class Copy:
-    """One object as the cache keeps it."""
+    """One object as the cache keeps it: packed (`kube/snapshot.py`), since most are read only when their
+    owner is reconciled; its labels stay decoded, since every event of it names its owner by one."""
 
     uid: str
     version: str
     namespace: str
-    body: dict
+    labels: dict[str, str]
+    key: Hashable | None
+    packed: bytes
+
+    @property
+    def body(self) -> dict:
+        return unpack(self.packed)
 
 
 class Store:
-    """Trimmed copies by the key the reconciler looks them up with; several objects can share one key (the
-    pods of a ModelDeployment). Pure, and changed only from the event loop. `get` answers like a kopf index."""
+    """Copies by the key the reconciler looks them up with; several objects can share one key (the pods of a
+    ModelDeployment). Pure, and changed only from the event loop. `get` answers like a kopf index, with
+    fresh bodies the caller may change."""
 
     def __init__(self, key: Callable[[dict], Hashable | None]):
-        self._key = key
-        self._by_key: dict[Hashable, dict[str, dict]] = {}
-        self._copies: dict[str, tuple[Hashable, Copy]] = {}
+        self.key = key
+        self._by_key: dict[Hashable, dict[str, Copy]] = {}
+        self._copies: dict[str, Copy] = {}
+
+    def copy(self, body: dict, kept: dict) -> Copy:
+        """`kept`, the part of `body` to keep, as this store keeps it."""
+        meta = body["metadata"]
+        labels = compact(meta.get("labels") or {})
+        return Copy(meta["uid"], meta["resourceVersion"], meta.get("namespace", ""), labels, self.key(kept), pack(kept))
 
     def get(self, key: Hashable, default: tuple = ()) -> tuple[dict, ...]:
-        bodies = self._by_key.get(key)
-        return tuple(bodies.values()) if bodies else default
+        copies = self._by_key.get(key)
+        return tuple(copy.body for copy in copies.values()) if copies else default
 
     def __len__(self) -> int:
         return len(self._copies)
 
     def put(self, copy: Copy) -> None:
         self.remove(copy.uid)
-        key = self._key(copy.body)
-        if key is not None:
-            self._by_key.setdefault(key, {})[copy.uid] = copy.body
-            self._copies[copy.uid] = (key, copy)
+        if copy.key is not None:
+            self._by_key.setdefault(copy.key, {})[copy.uid] = copy
+            self._copies[copy.uid] = copy
 
     def remove(self, uid: str) -> Copy | None:
-        key, copy = self._copies.pop(uid, (None, None))
+        copy = self._copies.pop(uid, None)
         if copy is not None:
-            bodies = self._by_key[key]
-            del bodies[uid]
-            if not bodies:
-                del self._by_key[key]
+            copies = self._by_key[copy.key]
+            del copies[uid]
+            if not copies:
+                del self._by_key[copy.key]
         return copy
 
     def replace(self, copies: Iterable[Copy], namespace: str | None) -> list[Copy]:
@@ -80,7 +94,7 @@ class Store:
         changed or are gone, whose owners missed the events."""
         fresh = {copy.uid: copy for copy in copies}
         changed = []
-        for uid, (_, old) in list(self._copies.items()):
+        for uid, old in list(self._copies.items()):
             if namespace is not None and old.namespace != namespace:
                 continue
             new = fresh.get(uid)
@@ -108,15 +122,16 @@ class Kind:
 @dataclass
 class Informer:
     """Lists `kind` in `namespace` (all, if None) with `selector`, then watches it from there, listing again
-    when the watch's version is too old. `changed` is called in the event loop with each copy that changed or
-    went, after the first list is in the store; `synced` is set then."""
+    when the watch's version is too old. Each object is trimmed by `trim`, then kept by `store`. `changed` is
+    called in the event loop with each copy that changed or went, after the first list is in the store;
+    `synced` is set then."""
 
     kind: Kind
     selector: str
     namespace: str | None
     trim: Callable[[dict], dict]
     store: Store
-    changed: Callable[[dict], None]
+    changed: Callable[[Copy], None]
     loop: asyncio.AbstractEventLoop
     client: ApiClient | None = None  # the process's watch client unless given
     synced: asyncio.Event = field(default_factory=asyncio.Event)
@@ -210,10 +225,10 @@ class Informer:
             response.response.release_conn()
 
     def _copy(self, body: dict) -> Copy | None:
-        meta = body["metadata"]
         try:
-            return Copy(meta["uid"], meta["resourceVersion"], meta.get("namespace", ""), self.trim(body))
+            return self.store.copy(body, self.trim(body))
         except Exception:  # one odd object must not stop the watch of all the others
+            meta = body.get("metadata") or {}
             log.exception("could not keep a copy of %s %s/%s", self.kind.plural, meta.get("namespace"), meta.get("name"))
             return None
 
@@ -225,15 +240,15 @@ class Informer:
 
     def _put(self, copy: Copy) -> None:
         self.store.put(copy)
-        self.changed(copy.body)
+        self.changed(copy)
 
     def _deleted(self, copy: Copy) -> None:
         self.store.remove(copy.uid)
-        self.changed(copy.body)
+        self.changed(copy)
 
     def _listed(self, copies: list[Copy]) -> None:
         changed = self.store.replace(copies, self.namespace)
         if self.synced.is_set():  # on the first list, every owner is reconciled anyway as kopf resumes it
             for copy in changed:
-                self.changed(copy.body)
+                self.changed(copy)
         self.synced.set()
