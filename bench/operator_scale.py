@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -229,6 +230,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
+def busy(r: dict) -> str:
+    """How much of the machine's CPU the control plane and the operator took while a round converged: near
+    all of it, and the seconds to Ready are the machine's limit, not one component's."""
+    cores, cpu = os.cpu_count() or 1, r["converge_cpu_s"]
+    plane = sum(seconds for name, seconds in cpu.items() if name != "operator")
+
+    def share(seconds: float) -> str:
+        return f"{100 * seconds / (cores * r['converge_s']):.0f} %"
+
+    return f"of {cores} cores: control plane {share(plane)}, operator {share(cpu['operator'])}"
+
+
 def report(small: dict, large: dict, applies: list[dict]) -> None:
     print(f"\nModelDeployments per round: baseline {small['count']}, measured {large['count']}")
     print(f"{'per ModelDeployment':44} {'baseline':>10} {'measured':>10} {'ratio':>7}")
@@ -251,6 +264,7 @@ def report(small: dict, large: dict, applies: list[dict]) -> None:
         print(f"  the operator's Events in this round's namespace, by reason: {r['idle_events_by_reason'] or 'none'}")
         print("  CPU % of one core: " + ", ".join(f"{n} {p:.1f}" for n, p in r["idle_cpu_percent"].items()))
         print(f"  operator resident memory {r['operator_rss_mib']:.0f} MiB (peak {r['operator_peak_rss_mib']:.0f} MiB)")
+        print("  while converging, " + busy(r))
     if applies:
         objects, by_kubectl = [s["objects_s"] for s in applies], [s["kubectl_s"] for s in applies]
         print(f"\nkubectl apply of one ModelDeployment with {large['present']} present, to its Deployment and Service "
