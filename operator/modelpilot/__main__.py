@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    namespaces = args.namespace or []
     # The memo tells the informers of owned objects (handlers.py) which namespaces to watch.
-    operate = dict(clusterwide=not args.namespace, namespaces=args.namespace or [], liveness_endpoint=args.liveness or None,
-                   standalone=True, memo=kopf.Memo(namespaces=args.namespace or []))  # fmt: skip
+    operate = dict(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness or None,
+                   standalone=True, memo=kopf.Memo(namespaces=namespaces))  # fmt: skip
     from .metrics import LEADER
 
     if not args.leader_election:

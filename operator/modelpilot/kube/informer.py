@@ -20,7 +20,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from .client import REQUEST_TIMEOUT, send, watch_client
+from .client import send, watch_client
+from .objects import call, collection
 from .snapshot import compact, pack, unpack
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ class Kind:
     plural: str
 
     def url(self, namespace: str | None) -> str:
-        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        return f"{prefix}/namespaces/{namespace}/{self.plural}" if namespace else f"{prefix}/{self.plural}"
+        return collection(self.api_version, self.plural, namespace)
 
 
 @dataclass
@@ -178,13 +178,7 @@ class Informer:
         copies, token = [], None
         while True:
             query = [("labelSelector", self.selector), ("limit", PAGE), *([("continue", token)] if token else [])]
-            response = send("GET", self.kind.url(self.namespace), query=query, timeout=REQUEST_TIMEOUT,
-                            client=self.client or watch_client())  # fmt: skip
-            response.read()
-            if response.status != 200:
-                raise ApiException(http_resp=response)
-            page = json.loads(response.data)
-            del response
+            page = call("GET", self.kind.url(self.namespace), query=query, client=self.client or watch_client())
             copies.extend(copy for copy in map(self._copy, page.get("items") or ()) if copy is not None)
             meta = page.get("metadata") or {}
             token = meta.get("continue")
@@ -199,13 +193,13 @@ class Informer:
                  ("allowWatchBookmarks", "true"), ("timeoutSeconds", WATCH_SECONDS)]  # fmt: skip
         response = send("GET", self.kind.url(self.namespace), query=query, timeout=WATCH_TIMEOUT,
                         client=self.client or watch_client())  # fmt: skip
-        if response.status == 410:
-            return None
-        if response.status != 200:
-            response.read()
-            raise ApiException(http_resp=response)
         self._response = response.response
         try:
+            if response.status == 410:
+                return None
+            if response.status != 200:
+                response.read()
+                raise ApiException(http_resp=response)
             for line in iter_resp_lines(response.response):
                 if not line:
                     continue

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Iterable
 
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from ..api import GROUP
@@ -29,15 +30,21 @@ _PLURALS = {
 }
 
 
-def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+def collection(api_version: str, plural: str, namespace: str | None) -> str:
+    """The URL of a kind's objects in `namespace`, or in every namespace if None."""
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    url = f"{prefix}/namespaces/{namespace}/{_PLURALS[kind]}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+
+
+def path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    url = collection(api_version, _PLURALS[kind], namespace)
     return f"{url}/{name}" if name else url
 
 
-def call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None):
+def call(method: str, url: str, body: object = None, query: list | None = None, content_type: str | None = None,
+         client: ApiClient | None = None):
     """One request; the JSON answer, or ApiException on an error status."""
-    response = send(method, url, body=body, query=query, content_type=content_type)
+    response = send(method, url, body=body, query=query, content_type=content_type, client=client)
     response.read()
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
